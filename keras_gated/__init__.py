@@ -1,0 +1,23 @@
+"""keras_gated: explicit LSTM and GRU layers for Keras 3 that show their gates."""
+
+from keras_gated.cells import GRUCell
+from keras_gated.cells import LSTMCell
+from keras_gated.gates import GRU_GATES
+from keras_gated.gates import GRU_SEQUENCES
+from keras_gated.gates import LSTM_GATES
+from keras_gated.gates import LSTM_SEQUENCES
+from keras_gated.layers import GRU
+from keras_gated.layers import LSTM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRU",
+    "GRUCell",
+    "GRU_GATES",
+    "GRU_SEQUENCES",
+    "LSTM",
+    "LSTMCell",
+    "LSTM_GATES",
+    "LSTM_SEQUENCES",
+]

@@ -1,0 +1,98 @@
+"""Argument checks shared by the cells and layers.
+
+Each check raises `ValueError` at construction, naming the argument, the value
+received and what is expected, so a bad argument never surfaces later as a
+TensorFlow trace.
+"""
+
+import numbers
+
+import keras
+
+
+def check_units(units):
+    if (
+        isinstance(units, bool)
+        or not isinstance(units, numbers.Integral)
+        or units <= 0
+    ):
+        raise ValueError(
+            "units must be a positive integer. "
+            f"Received: units={units!r}"
+        )
+    return int(units)
+
+
+def check_rate(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= value < 1.0
+    ):
+        raise ValueError(
+            f"{name} must be a float in [0, 1). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{name} must be True or False. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_choice(name, value, choices):
+    if not any(value is c or value == c for c in choices):
+        raise ValueError(
+            f"{name} must be one of {choices}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_seed(seed):
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+    ):
+        raise ValueError(
+            f"seed must be None or an integer. Received: seed={seed!r}"
+        )
+    return seed
+
+
+def _resolve(name, value, getter, what):
+    try:
+        return getter(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{name} must be {what}. Received: {name}={value!r} ({error})"
+        ) from None
+
+
+def get_activation(name, value):
+    return _resolve(
+        name,
+        value,
+        keras.activations.get,
+        "an activation name such as 'tanh' or 'sigmoid', a callable or None",
+    )
+
+
+def get_initializer(name, value):
+    return _resolve(
+        name,
+        value,
+        keras.initializers.get,
+        "an initializer name such as 'glorot_uniform', or an Initializer",
+    )
+
+
+def get_regularizer(name, value):
+    return _resolve(
+        name, value, keras.regularizers.get, "None or a Regularizer"
+    )
+
+
+def get_constraint(name, value):
+    return _resolve(name, value, keras.constraints.get, "None or a Constraint")
