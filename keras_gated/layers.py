@@ -15,6 +15,9 @@ from keras_gated.cells import GRUCell
 from keras_gated.cells import LSTMCell
 from keras_gated.gates import GRU_SEQUENCES
 from keras_gated.gates import LSTM_SEQUENCES
+from keras_gated.recurrence import masked_last_output
+from keras_gated.recurrence import masked_outputs
+from keras_gated.recurrence import previous_states
 from keras_gated.recurrence import run_recurrence
 
 _CELL_ARGUMENTS = (
@@ -38,15 +41,6 @@ _CELL_ARGUMENTS = (
 
 def _from_cell(name):
     return property(lambda self: getattr(self.cell, name))
-
-
-def _expand_time(mask):
-    """A `(batch, features)` dropout mask broadcast over the time axis."""
-    if mask is None:
-        return None
-    if isinstance(mask, (list, tuple)):
-        return [ops.expand_dims(m, 1) for m in mask]
-    return ops.expand_dims(mask, 1)
 
 
 class _GatedRNN(keras.layers.Layer):
@@ -242,38 +236,77 @@ class _GatedRNN(keras.layers.Layer):
         input_mask, recurrent_mask = self._dropout_masks(
             sequences, initial_state, training
         )
-        projected = self.cell.project_inputs(sequences, _expand_time(input_mask))
+        # Time-major from here on; masks of shape (batch, n) broadcast over
+        # the leading time axis.
+        inputs = ops.transpose(sequences, (1, 0, 2))
         if mask is not None:
-            mask = keras.tree.flatten(mask)[0]
-            mask = ops.cast(mask, "bool")
+            mask = ops.transpose(ops.cast(keras.tree.flatten(mask)[0], "bool"))
         if self.go_backwards:
-            projected = ops.flip(projected, axis=1)
+            inputs = ops.flip(inputs, axis=0)
             if mask is not None:
-                mask = ops.flip(mask, axis=1)
+                mask = ops.flip(mask, axis=0)
+        projected = self.cell.project_inputs(inputs, input_mask)
 
         def step(x_t, states):
             return self.cell.step(x_t, states, recurrent_mask)
 
-        last_output, outputs, states, gates = run_recurrence(
+        record = list(range(len(self.state_size))) if self.return_gates else []
+        if self.return_sequences and not record:
+            record = [0]
+        states, recorded = run_recurrence(
             step,
             projected,
             initial_state,
             mask,
             unroll=self.unroll,
-            return_sequences=self.return_sequences,
-            zero_output_for_mask=self._zero_output_for_mask,
-            collect=self.sequence_names if self.return_gates else (),
-            state_sequences=self.state_sequences,
+            record=record,
         )
+        zero_output = self._zero_output_for_mask
+        if self.return_sequences:
+            output = ops.transpose(
+                masked_outputs(recorded[0], mask, zero_output), (1, 0, 2)
+            )
+        else:
+            output = masked_last_output(states[0], mask, zero_output)
         if self.stateful:
             for variable, state in zip(self.states, states):
                 variable.assign(ops.cast(state, variable.dtype))
-        result = [outputs if self.return_sequences else last_output]
+        result = [output]
         if self.return_state:
             result += states
         if self.return_gates:
-            result.append(gates)
+            result.append(
+                self._gate_sequences(
+                    projected, initial_state, recorded, recurrent_mask, mask
+                )
+            )
         return result[0] if len(result) == 1 else tuple(result)
+
+    def _gate_sequences(
+        self, projected, initial_state, recorded, recurrent_mask, mask
+    ):
+        """Gate sequences, recomputed for all steps at once after the loop.
+
+        The loop records the states; the gates of step t follow from the
+        projected input x_t and the states before the step, so one
+        vectorised call of the cell's `step` over the time axis yields them
+        all, with the very equations the loop ran. This keeps the loop
+        (and its gradient) as small as without gates.
+        """
+        previous = [
+            previous_states(initial, sequence)
+            for initial, sequence in zip(initial_state, recorded)
+        ]
+        _, _, gates = self.cell.step(projected, previous, recurrent_mask)
+        if mask is not None:
+            keep = ops.cast(ops.expand_dims(mask, -1), projected.dtype)
+            gates = {name: value * keep for name, value in gates.items()}
+        for name, index in self.state_sequences.items():
+            gates[name] = recorded[index]
+        return {
+            name: ops.transpose(gates[name], (1, 0, 2))
+            for name in self.sequence_names
+        }
 
     def get_config(self):
         config = {

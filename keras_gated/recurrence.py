@@ -1,115 +1,102 @@
 """The time loop shared by our sequence layers.
 
-`run_recurrence` steps a cell's `step` over an input projection that was
-computed for all timesteps at once, applies the mask the way
-`keras.layers.RNN` does, and collects outputs and gate sequences. The body
-of a step is written once, in `keras.ops`; it is driven either by a Python
-loop (`unroll=True`, portable) or by the TensorFlow while loop in
-`keras_gated._tf_loop` (the default), and the two are tested equal.
+`run_recurrence` steps a cell's `step` over an input projection computed
+for all timesteps at once, carrying the states over masked steps as
+`keras.layers.RNN` does, and records the state sequences asked for. The
+step is written once, in `keras.ops`; a Python loop drives it when
+`unroll=True` (portable), the TensorFlow while loop in
+`keras_gated._tf_loop` otherwise, and the two are tested equal.
+
+Outputs and gates are not collected inside the loop: both follow from the
+recorded state sequences after it (see `masked_outputs` and the layers'
+gate recomputation), which keeps the loop, and its gradient, small.
 """
 
 from keras import ops
 
 
-def masked_step(step_fn, x_t, mask_t, states, prev_output, zero_output):
-    """One step with Keras' masking rules.
-
-    At a masked step (mask_t False) the states are carried over, the output
-    repeats the previous output (or is zero when `zero_output`), and every
-    gate is zero.
-
-    Returns:
-        `(output, new_states, gates)`.
-    """
-    output, new_states, gates = step_fn(x_t, states)
+def masked_update(mask_t, new_states, states):
+    """States after a step: the new ones where `mask_t`, else the old."""
     if mask_t is None:
-        return output, list(new_states), gates
+        return list(new_states)
     keep = ops.expand_dims(mask_t, -1)
-    fallback = ops.zeros_like(output) if zero_output else prev_output
-    output = ops.where(keep, output, fallback)
-    new_states = [
-        ops.where(keep, new, old) for new, old in zip(new_states, states)
-    ]
-    gates = {
-        name: ops.where(keep, value, ops.zeros_like(value))
-        for name, value in gates.items()
-    }
-    return output, new_states, gates
+    return [ops.where(keep, new, old) for new, old in zip(new_states, states)]
 
 
-def run_recurrence(
-    step_fn,
-    projected,
-    initial_states,
-    mask=None,
-    *,
-    unroll=False,
-    return_sequences=True,
-    zero_output_for_mask=False,
-    collect=(),
-    state_sequences=None,
-):
+def run_recurrence(step_fn, projected, initial_states, mask=None, *, unroll=False, record=()):
     """Runs `step_fn` over time.
 
     Args:
-        step_fn: `(x_t, states) -> (output, new_states, gates)`, with
-            `gates` a dict of `(batch, units)` tensors.
-        projected: `(batch, timesteps, features)`, already in processing
-            order (reversed by the caller for `go_backwards`).
+        step_fn: `(x_t, states) -> (output, new_states, gates)`, a cell's
+            `step` with its recurrent dropout bound.
+        projected: `(timesteps, batch, features)`, time-major and already
+            in processing order (reversed by the caller for go_backwards).
         initial_states: list of `(batch, units)` tensors.
-        mask: None or a boolean `(batch, timesteps)` in processing order.
+        mask: None or a boolean `(timesteps, batch)` in processing order.
         unroll: run a Python loop instead of a symbolic one.
-        return_sequences: whether to collect the output at every step.
-        zero_output_for_mask: masked steps output zeros instead of repeating
-            the previous output (Keras sets this inside `Bidirectional`).
-        collect: names of the sequences to record at every step: gate
-            names and keys of `state_sequences`. Empty records nothing,
-            which keeps the loop lean when no gates are returned.
-        state_sequences: dict `{name: state index}` of states that can be
-            recorded (after masking) next to the gates, e.g. `{"cell": 1}`
-            for the LSTM cell state.
+        record: indices of the states to record after every step.
 
     Returns:
-        `(last_output, outputs, final_states, sequences)`: `outputs` is
-        `(batch, timesteps, units)` or None, `sequences` a dict of
-        `(batch, timesteps, units)` tensors: the gates and the recorded
-        states, in processing order.
+        `(final_states, recorded)`: `recorded` holds one
+        `(timesteps, batch, units)` tensor per index in `record`.
     """
-    state_sequences = state_sequences or {}
 
-    def step(x_t, mask_t, states, prev_output):
-        output, new_states, gates = masked_step(
-            step_fn, x_t, mask_t, states, prev_output, zero_output_for_mask
-        )
-        recorded = {}
-        for name in collect:
-            if name in state_sequences:
-                recorded[name] = new_states[state_sequences[name]]
-            else:
-                recorded[name] = gates[name]
-        return output, new_states, recorded
+    def step(x_t, mask_t, states):
+        _, new_states, _ = step_fn(x_t, states)
+        return masked_update(mask_t, new_states, states)
 
     if unroll:
-        return _unrolled(step, projected, initial_states, mask, return_sequences)
+        return _unrolled(step, projected, initial_states, mask, record)
     from keras_gated import _tf_loop
 
-    return _tf_loop.while_loop(
-        step, projected, initial_states, mask, return_sequences, collect
-    )
+    return _tf_loop.while_loop(step, projected, initial_states, mask, record)
 
 
-def _unrolled(step, projected, initial_states, mask, return_sequences):
-    timesteps = projected.shape[1]
+def _unrolled(step, projected, initial_states, mask, record):
     states = list(initial_states)
-    output = ops.zeros_like(states[0])
-    outputs, gates = [], []
-    for t in range(timesteps):
-        mask_t = None if mask is None else mask[:, t]
-        output, states, step_gates = step(projected[:, t], mask_t, states, output)
-        outputs.append(output)
-        gates.append(step_gates)
-    sequences = {
-        name: ops.stack([g[name] for g in gates], axis=1) for name in gates[0]
-    }
-    stacked = ops.stack(outputs, axis=1) if return_sequences else None
-    return output, stacked, states, sequences
+    history = []
+    for t in range(projected.shape[0]):
+        states = step(projected[t], None if mask is None else mask[t], states)
+        history.append(states)
+    recorded = [ops.stack([s[i] for s in history]) for i in record]
+    return states, recorded
+
+
+def _output_keep(mask, zero_output_for_mask):
+    if zero_output_for_mask:
+        return mask
+    return ops.cast(ops.cumsum(ops.cast(mask, "int32"), axis=0), "bool")
+
+
+def masked_outputs(h_sequence, mask, zero_output_for_mask):
+    """The per-step outputs that keras.layers.RNN returns, from the states.
+
+    Keras repeats the previous output at a masked step (zeros before the
+    first unmasked step), or outputs zeros there with
+    `zero_output_for_mask`. Since the state h also carries over masked
+    steps, the output is h where a valid step has been seen (resp. where
+    the step is valid) and zero elsewhere.
+
+    Args:
+        h_sequence: `(timesteps, batch, units)` hidden states after masking.
+        mask: None or boolean `(timesteps, batch)`.
+    """
+    if mask is None:
+        return h_sequence
+    keep = _output_keep(mask, zero_output_for_mask)
+    return h_sequence * ops.cast(ops.expand_dims(keep, -1), h_sequence.dtype)
+
+
+def masked_last_output(h_last, mask, zero_output_for_mask):
+    """The last output of `masked_outputs`, from the final state alone."""
+    if mask is None:
+        return h_last
+    keep = _output_keep(mask, zero_output_for_mask)[-1]
+    return h_last * ops.cast(ops.expand_dims(keep, -1), h_last.dtype)
+
+
+def previous_states(initial_state, sequence):
+    """`(timesteps, batch, units)` states before each step: s_{t-1}."""
+    return ops.concatenate(
+        [ops.expand_dims(initial_state, 0), sequence[:-1]], axis=0
+    )
