@@ -2,10 +2,16 @@
 
 from keras_gated.cells import GRUCell
 from keras_gated.cells import LSTMCell
+from keras_gated.export import export_saved_model
+from keras_gated.export import load_saved_model
 from keras_gated.gates import GRU_GATES
 from keras_gated.gates import GRU_SEQUENCES
 from keras_gated.gates import LSTM_GATES
 from keras_gated.gates import LSTM_SEQUENCES
+from keras_gated.inspection import gate_outputs
+from keras_gated.inspection import gate_twin
+from keras_gated.inspection import inspect_gates
+from keras_gated.inspection import recurrent_layers
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 
@@ -20,4 +26,10 @@ __all__ = [
     "LSTMCell",
     "LSTM_GATES",
     "LSTM_SEQUENCES",
+    "export_saved_model",
+    "load_saved_model",
+    "gate_outputs",
+    "gate_twin",
+    "inspect_gates",
+    "recurrent_layers",
 ]

@@ -1,44 +1,207 @@
-"""TensorFlow driver for `recurrence.run_recurrence`: one `tf.while_loop`.
+"""TensorFlow driver for `recurrence.run_recurrence`: a `tf.while_loop`,
+with a hand-written backward pass through time when sequences are recorded.
 
-The inputs are read from, and the recorded states written to,
-TensorArrays, once per step, so the loop and its gradient stay linear in
-the sequence length with and without XLA.
+Without recorded sequences or perturbations (the common `fit` case with
+`return_sequences=False` and no gates) the plain loop is differentiated by
+TensorFlow, which is fastest there. Otherwise the loop records every state
+and the requested gates after every step, and a second loop walks time in
+reverse: at step t it recomputes the step from the recorded previous states
+and differentiates that one step locally with a tape, given the gradient
+flowing into the new states and gates. Autodiff of a loop that records
+sequences keeps every intermediate of every step, and under XLA its
+accumulators grew faster than linearly in the sequence length; the local
+recomputation keeps time and memory linear, and the step stays the cell's
+own, whatever its activations, dropout or masking.
+
+The gradient flowing into the state at step t is exactly dL/ds_t, the total
+derivative through the recurrence and everything after the layer: it is
+returned as the gradient of the optional `perturbations` (zero tensors
+added to the states after each step); that is how the per-timestep
+gradient norms dL/dh_t and dL/dc_t are measured.
 """
 
 import tensorflow as tf
 
 
-def while_loop(step, projected, initial_states, mask, record):
+def _unstack(tensor):
+    return tf.TensorArray(
+        tensor.dtype, size=tf.shape(tensor)[0], element_shape=tensor.shape[1:]
+    ).unstack(tensor)
+
+
+def _sequence_array(template, size):
+    return tf.TensorArray(template.dtype, size=size, element_shape=template.shape)
+
+
+def _forward(step, projected, initial_states, mask, perturbations, record, gate_names):
+    """The loop: final states, every state's sequence (when `record`), the
+    gate sequences."""
     timesteps = tf.shape(projected)[0]
-    inputs_ta = tf.TensorArray(
-        projected.dtype, size=timesteps, element_shape=projected.shape[1:]
-    ).unstack(projected)
-    if mask is not None:
-        mask_ta = tf.TensorArray(
-            tf.bool, size=timesteps, element_shape=mask.shape[1:]
-        ).unstack(mask)
-    recorded_ta = tuple(
-        tf.TensorArray(
-            initial_states[i].dtype,
-            size=timesteps,
-            element_shape=initial_states[i].shape,
-        )
-        for i in record
-    )
+    inputs_ta = _unstack(projected)
+    mask_ta = None if mask is None else _unstack(mask)
+    perturbation_tas = [_unstack(p) for p in perturbations]
+    template = initial_states[0]
+    state_tas = tuple(
+        _sequence_array(state, timesteps) for state in initial_states
+    ) if record else ()
+    gate_tas = {name: _sequence_array(template, timesteps) for name in gate_names}
 
-    def body(t, states, recorded_ta):
-        mask_t = None if mask is None else mask_ta.read(t)
-        new_states = step(inputs_ta.read(t), mask_t, list(states))
-        recorded_ta = tuple(
-            ta.write(t, new_states[i]) for ta, i in zip(recorded_ta, record)
+    def body(t, states, state_tas, gate_tas):
+        mask_t = None if mask_ta is None else mask_ta.read(t)
+        new_states, gates = step(inputs_ta.read(t), mask_t, list(states))
+        for i, ta in enumerate(perturbation_tas):
+            new_states[i] = new_states[i] + ta.read(t)
+        state_tas = tuple(
+            ta.write(t, state) for ta, state in zip(state_tas, new_states)
         )
-        return t + 1, tuple(new_states), recorded_ta
+        gate_tas = {name: ta.write(t, gates[name]) for name, ta in gate_tas.items()}
+        return t + 1, tuple(new_states), state_tas, gate_tas
 
-    _, states, recorded_ta = tf.while_loop(
+    _, states, state_tas, gate_tas = tf.while_loop(
         lambda t, *_: t < timesteps,
         body,
-        (tf.constant(0), tuple(initial_states), recorded_ta),
-        # A static bound lets XLA compile the gradient of the loop.
+        (tf.constant(0), tuple(initial_states), state_tas, gate_tas),
+        # A static bound lets XLA compile the loop.
         maximum_iterations=projected.shape[0],
     )
-    return list(states), [ta.stack() for ta in recorded_ta]
+    sequences = [ta.stack() for ta in state_tas]
+    gates = {name: ta.stack() for name, ta in gate_tas.items()}
+    return list(states), sequences, gates
+
+
+def _backward(
+    step, projected, initial_states, mask, sequences, gate_names, upstream,
+    variables, n_perturbations,
+):
+    """Reverse loop: gradients of the inputs, initial states, perturbations
+    and variables, given `upstream` = (d final states, d state sequences,
+    d gate sequences)."""
+    d_final, d_sequences, d_gates = upstream
+    timesteps = tf.shape(projected)[0]
+    inputs_ta = _unstack(projected)
+    mask_ta = None if mask is None else _unstack(mask)
+    previous_tas = [
+        _unstack(tf.concat([init[None], seq[:-1]], axis=0))
+        for init, seq in zip(initial_states, sequences)
+    ]
+    sequence_grad_tas = [None if d is None else _unstack(d) for d in d_sequences]
+    gate_grad_tas = [None if d is None else _unstack(d) for d in d_gates]
+    d_inputs_ta = _sequence_array(projected[0], timesteps)
+    d_perturbation_tas = tuple(
+        _sequence_array(initial_states[i], timesteps)
+        for i in range(n_perturbations)
+    )
+    d_variables = tuple(tf.zeros_like(v) for v in variables)
+
+    def body(t, d_states, d_variables, d_inputs_ta, d_perturbation_tas):
+        d_states = [
+            d if ta is None else d + ta.read(t)
+            for d, ta in zip(d_states, sequence_grad_tas)
+        ]
+        d_perturbation_tas = tuple(
+            ta.write(t, d_states[i]) for i, ta in enumerate(d_perturbation_tas)
+        )
+        x_t = inputs_ta.read(t)
+        mask_t = None if mask_ta is None else mask_ta.read(t)
+        previous = [ta.read(t) for ta in previous_tas]
+        targets, target_grads = [], []
+        with tf.GradientTape() as tape:
+            tape.watch([x_t] + previous)
+            new_states, gates = step(x_t, mask_t, previous)
+        targets = list(new_states)
+        target_grads = list(d_states)
+        for name, ta in zip(gate_names, gate_grad_tas):
+            if ta is not None:
+                targets.append(gates[name])
+                target_grads.append(ta.read(t))
+        grads = tape.gradient(
+            targets,
+            [x_t] + previous + list(variables),
+            output_gradients=target_grads,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        n = len(previous)
+        d_inputs_ta = d_inputs_ta.write(t, grads[0])
+        d_variables = tuple(
+            acc + tf.cast(g, acc.dtype)
+            for acc, g in zip(d_variables, grads[1 + n :])
+        )
+        return (
+            t - 1,
+            tuple(grads[1 : 1 + n]),
+            d_variables,
+            d_inputs_ta,
+            d_perturbation_tas,
+        )
+
+    _, d_initial, d_variables, d_inputs_ta, d_perturbation_tas = tf.while_loop(
+        lambda t, *_: t >= 0,
+        body,
+        (
+            timesteps - 1,
+            tuple(d_final),
+            d_variables,
+            d_inputs_ta,
+            d_perturbation_tas,
+        ),
+        maximum_iterations=projected.shape[0],
+    )
+    return (
+        d_inputs_ta.stack(),
+        list(d_initial),
+        [ta.stack() for ta in d_perturbation_tas],
+        list(d_variables),
+    )
+
+
+def while_loop(step, projected, initial_states, mask, perturbations, record, gate_names):
+    """Runs the recurrence; see `recurrence.run_recurrence`.
+
+    `step(x_t, mask_t, states) -> (new_states, gates)`, with `gates` keyed
+    by `gate_names`. Returns `(final_states, state_sequences,
+    gate_sequences)`; the state sequences are empty unless `record`, the
+    gates or perturbations asked for them.
+    """
+    n_states = len(initial_states)
+    n_perturbations = len(perturbations)
+    if not (record or gate_names or perturbations):
+        final, _, _ = _forward(
+            step, projected, initial_states, mask, [], False, ()
+        )
+        return final, [], {}
+
+    @tf.custom_gradient
+    def recurrence(projected, *tensors):
+        initial = list(tensors[:n_states])
+        final, sequences, gates = _forward(
+            step, projected, initial, mask, list(tensors[n_states:]), True,
+            gate_names,
+        )
+
+        def grad(*upstream, variables=()):
+            d_final = [
+                tf.zeros_like(s) if d is None else d
+                for d, s in zip(upstream[:n_states], final)
+            ]
+            d_sequences = list(upstream[n_states : 2 * n_states])
+            d_gates = list(upstream[2 * n_states :])
+            d_inputs, d_initial, d_perturbations, d_variables = _backward(
+                step,
+                projected,
+                initial,
+                mask,
+                sequences,
+                gate_names,
+                (d_final, d_sequences, d_gates),
+                list(variables),
+                n_perturbations,
+            )
+            return [d_inputs, *d_initial, *d_perturbations], d_variables
+
+        return (*final, *sequences, *[gates[n] for n in gate_names]), grad
+
+    outputs = recurrence(projected, *initial_states, *perturbations)
+    final = list(outputs[:n_states])
+    sequences = list(outputs[n_states : 2 * n_states])
+    gates = dict(zip(gate_names, outputs[2 * n_states :]))
+    return final, sequences, gates

@@ -7,6 +7,8 @@ dropout and statefulness as `keras.layers.RNN` does, and returns what was
 asked for, the gate sequences included.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -17,7 +19,6 @@ from keras_gated.gates import GRU_SEQUENCES
 from keras_gated.gates import LSTM_SEQUENCES
 from keras_gated.recurrence import masked_last_output
 from keras_gated.recurrence import masked_outputs
-from keras_gated.recurrence import previous_states
 from keras_gated.recurrence import run_recurrence
 
 _CELL_ARGUMENTS = (
@@ -48,6 +49,7 @@ class _GatedRNN(keras.layers.Layer):
 
     sequence_names = ()
     state_sequences = {}
+    state_names = ()
 
     def __init__(
         self,
@@ -86,6 +88,7 @@ class _GatedRNN(keras.layers.Layer):
         self.states = None
         self._expected_batch_size = None
         self._input_features = None
+        self._probes = None
 
     @property
     def zero_output_for_mask(self):
@@ -196,6 +199,66 @@ class _GatedRNN(keras.layers.Layer):
         extra += len(self.sequence_names) if self.return_gates else 0
         return [output_mask] + [None] * extra
 
+    @contextlib.contextmanager
+    def probe_states(self, perturbations):
+        """Adds tensors to the states after every step, while active.
+
+        The instrument behind the per-timestep gradient norms: with zero
+        `perturbations` the outputs are unchanged, and the gradient of a
+        loss with respect to `perturbations[name][:, t]` is the total
+        derivative dL/dh_t (or dL/dc_t), through the recurrence and through
+        everything after the layer.
+
+        Args:
+            perturbations: dict mapping state names (`"hidden"`, and
+                `"cell"` for the LSTM) to tensors or variables of shape
+                `(batch, timesteps, units)`, in the input's time order
+                (also with `go_backwards=True`).
+
+        Example:
+
+        >>> lstm = keras_gated.LSTM(4)
+        >>> x = np.random.rand(2, 6, 3).astype("float32")
+        >>> probe = {"hidden": tf.zeros((2, 6, 4)), "cell": tf.zeros((2, 6, 4))}
+        >>> with tf.GradientTape() as tape:
+        ...     tape.watch(probe)
+        ...     with lstm.probe_states(probe):
+        ...         loss = tf.reduce_sum(lstm(x))
+        >>> tape.gradient(loss, probe)["cell"].shape
+        TensorShape([2, 6, 4])
+        """
+        unknown = set(perturbations) - set(self.state_names)
+        if unknown:
+            raise ValueError(
+                f"Layer '{self.name}' has states {self.state_names}. "
+                f"Received perturbations for {sorted(unknown)}."
+            )
+        self._probes = dict(perturbations)
+        try:
+            yield
+        finally:
+            self._probes = None
+
+    def _perturbations(self, inputs, initial_state):
+        """The probes as time-major tensors in processing order."""
+        if not self._probes:
+            return ()
+        count = 1 + max(self.state_names.index(n) for n in self._probes)
+        tensors = []
+        for index, name in enumerate(self.state_names[:count]):
+            if name in self._probes:
+                probe = ops.cast(self._probes[name], self.compute_dtype)
+                probe = ops.transpose(probe, (1, 0, 2))
+                if self.go_backwards:
+                    probe = ops.flip(probe, axis=0)
+            else:
+                probe = ops.zeros(
+                    (ops.shape(inputs)[0],) + tuple(ops.shape(initial_state[index])),
+                    dtype=self.compute_dtype,
+                )
+            tensors.append(probe)
+        return tensors
+
     def _dropout_masks(self, sequences, initial_state, training):
         # Drawn on every call, as keras.layers.RNN does, so the random
         # stream stays in step with the built-in layer given the same seed.
@@ -250,16 +313,18 @@ class _GatedRNN(keras.layers.Layer):
         def step(x_t, states):
             return self.cell.step(x_t, states, recurrent_mask)
 
-        record = list(range(len(self.state_size))) if self.return_gates else []
-        if self.return_sequences and not record:
-            record = [0]
-        states, recorded = run_recurrence(
+        gate_names = self.cell.gate_names if self.return_gates else ()
+        lead = [0] if self.return_sequences else []
+        record = list(self.state_sequences.values()) if self.return_gates else []
+        states, recorded, gates = run_recurrence(
             step,
             projected,
             initial_state,
             mask,
             unroll=self.unroll,
-            record=record,
+            record_states=lead + record,
+            record_gates=gate_names,
+            perturbations=self._perturbations(inputs, initial_state),
         )
         zero_output = self._zero_output_for_mask
         if self.return_sequences:
@@ -275,38 +340,14 @@ class _GatedRNN(keras.layers.Layer):
         if self.return_state:
             result += states
         if self.return_gates:
+            gates.update(zip(self.state_sequences, recorded[len(lead) :]))
             result.append(
-                self._gate_sequences(
-                    projected, initial_state, recorded, recurrent_mask, mask
-                )
+                {
+                    name: ops.transpose(gates[name], (1, 0, 2))
+                    for name in self.sequence_names
+                }
             )
         return result[0] if len(result) == 1 else tuple(result)
-
-    def _gate_sequences(
-        self, projected, initial_state, recorded, recurrent_mask, mask
-    ):
-        """Gate sequences, recomputed for all steps at once after the loop.
-
-        The loop records the states; the gates of step t follow from the
-        projected input x_t and the states before the step, so one
-        vectorised call of the cell's `step` over the time axis yields them
-        all, with the very equations the loop ran. This keeps the loop
-        (and its gradient) as small as without gates.
-        """
-        previous = [
-            previous_states(initial, sequence)
-            for initial, sequence in zip(initial_state, recorded)
-        ]
-        _, _, gates = self.cell.step(projected, previous, recurrent_mask)
-        if mask is not None:
-            keep = ops.cast(ops.expand_dims(mask, -1), projected.dtype)
-            gates = {name: value * keep for name, value in gates.items()}
-        for name, index in self.state_sequences.items():
-            gates[name] = recorded[index]
-        return {
-            name: ops.transpose(gates[name], (1, 0, 2))
-            for name in self.sequence_names
-        }
 
     def get_config(self):
         config = {
@@ -458,6 +499,7 @@ class LSTM(_GatedRNN):
 
     sequence_names = LSTM_SEQUENCES
     state_sequences = {"cell": 1}
+    state_names = ("hidden", "cell")
 
     def __init__(
         self,
@@ -580,6 +622,7 @@ class GRU(_GatedRNN):
     )
 
     sequence_names = GRU_SEQUENCES
+    state_names = ("hidden",)
 
     def __init__(
         self,

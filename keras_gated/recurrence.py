@@ -15,15 +15,36 @@ gate recomputation), which keeps the loop, and its gradient, small.
 from keras import ops
 
 
-def masked_update(mask_t, new_states, states):
-    """States after a step: the new ones where `mask_t`, else the old."""
+def masked_update(mask_t, new_states, states, gates):
+    """States and gates after a step, with Keras' masking rules.
+
+    Where `mask_t` is False the old states carry over and the gates are
+    zero.
+    """
     if mask_t is None:
-        return list(new_states)
+        return list(new_states), gates
     keep = ops.expand_dims(mask_t, -1)
-    return [ops.where(keep, new, old) for new, old in zip(new_states, states)]
+    new_states = [
+        ops.where(keep, new, old) for new, old in zip(new_states, states)
+    ]
+    gates = {
+        name: ops.where(keep, value, ops.zeros_like(value))
+        for name, value in gates.items()
+    }
+    return new_states, gates
 
 
-def run_recurrence(step_fn, projected, initial_states, mask=None, *, unroll=False, record=()):
+def run_recurrence(
+    step_fn,
+    projected,
+    initial_states,
+    mask=None,
+    *,
+    unroll=False,
+    record_states=(),
+    record_gates=(),
+    perturbations=(),
+):
     """Runs `step_fn` over time.
 
     Args:
@@ -34,32 +55,59 @@ def run_recurrence(step_fn, projected, initial_states, mask=None, *, unroll=Fals
         initial_states: list of `(batch, units)` tensors.
         mask: None or a boolean `(timesteps, batch)` in processing order.
         unroll: run a Python loop instead of a symbolic one.
-        record: indices of the states to record after every step.
+        record_states: indices of the states to record after every step.
+        record_gates: names of the gates to record at every step.
+        perturbations: tensors `(timesteps, batch, units)`, one per leading
+            state, added to that state after each step (zeros leave the
+            result unchanged; their gradient is dL/ds_t).
 
     Returns:
-        `(final_states, recorded)`: `recorded` holds one
-        `(timesteps, batch, units)` tensor per index in `record`.
+        `(final_states, states, gates)`: `states` a list of
+        `(timesteps, batch, units)` tensors, one per index in
+        `record_states`; `gates` a dict of such tensors, one per name in
+        `record_gates`, zero at masked steps.
     """
 
     def step(x_t, mask_t, states):
-        _, new_states, _ = step_fn(x_t, states)
-        return masked_update(mask_t, new_states, states)
+        _, new_states, gates = step_fn(x_t, states)
+        gates = {name: gates[name] for name in record_gates}
+        return masked_update(mask_t, new_states, states, gates)
 
     if unroll:
-        return _unrolled(step, projected, initial_states, mask, record)
-    from keras_gated import _tf_loop
+        driver = _unrolled
+    else:
+        from keras_gated import _tf_loop
 
-    return _tf_loop.while_loop(step, projected, initial_states, mask, record)
+        driver = _tf_loop.while_loop
+    final, sequences, gates = driver(
+        step,
+        projected,
+        initial_states,
+        mask,
+        list(perturbations),
+        bool(record_states),
+        tuple(record_gates),
+    )
+    return final, [sequences[i] for i in record_states], gates
 
 
-def _unrolled(step, projected, initial_states, mask, record):
+def _unrolled(step, projected, initial_states, mask, perturbations, record, gate_names):
     states = list(initial_states)
-    history = []
+    history, gate_history = [], []
     for t in range(projected.shape[0]):
-        states = step(projected[t], None if mask is None else mask[t], states)
+        mask_t = None if mask is None else mask[t]
+        states, gates = step(projected[t], mask_t, states)
+        for i, perturbation in enumerate(perturbations):
+            states[i] = states[i] + perturbation[t]
         history.append(states)
-    recorded = [ops.stack([s[i] for s in history]) for i in record]
-    return states, recorded
+        gate_history.append(gates)
+    sequences = [
+        ops.stack([s[i] for s in history]) for i in range(len(states))
+    ]
+    gates = {
+        name: ops.stack([g[name] for g in gate_history]) for name in gate_names
+    }
+    return states, sequences, gates
 
 
 def _output_keep(mask, zero_output_for_mask):

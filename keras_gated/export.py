@@ -1,0 +1,378 @@
+"""SavedModel export that serves a model's outputs and its gates.
+
+`export_saved_model` writes a TensorFlow SavedModel with two signatures:
+
+- `"serving_default"` (also reachable as the endpoint `serve`): the model's
+  outputs, exactly as `model.export(path, format="tf_saved_model")` serves
+  them: a single output under `"output_0"`, several under `"output_0"`,
+  `"output_1"`, ..., a dict of outputs under its own keys;
+- `"gates"`: the same outputs plus the gate sequences of every LSTM/GRU
+  layer of the model (ours or Keras' built-ins, also inside
+  `keras.layers.Bidirectional`), keyed `"<layer name>/<gate name>"`, each of
+  shape `(batch, timesteps, units)`.
+
+The SavedModel is plain TensorFlow: it loads with `tf.saved_model.load` in a
+process where keras_gated is not installed, serves under TF Serving, runs
+under `saved_model_cli` and wraps into a Keras model with
+`keras.layers.TFSMLayer`.
+
+The export is atomic: the model is written to a staging directory next to
+`path` and renamed into place, so an interrupted export leaves `path` as it
+was. TensorFlow is imported on first use only.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+
+SERVE_ENDPOINT = "serve"
+"""Endpoint serving the model's outputs; also signature `serving_default`."""
+
+GATES_ENDPOINT = "gates"
+"""Endpoint and signature serving the outputs and every gate sequence."""
+
+_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def export_saved_model(
+    model, path, gates=True, overwrite=False, *, input_signature=None
+):
+    """Exports a Keras model as a SavedModel serving its outputs and gates.
+
+    The SavedModel holds the endpoints `serve` and, with `gates=True`,
+    `gates`, and the signatures `"serving_default"` (= `serve`), `"serve"`
+    and `"gates"`:
+
+    - `serving_default` returns the model's outputs under the keys that
+      `model.export(path, format="tf_saved_model")` uses: `"output_0"` for
+      a single output, `"output_0"`, `"output_1"`, ... for a list, the
+      model's own keys for a dict of outputs;
+    - `gates` returns the same outputs plus, for every LSTM/GRU layer of
+      the model (`keras_gated` layers and `keras.layers.LSTM`/`GRU`, also
+      inside `keras.layers.Bidirectional`), every gate sequence of shape
+      `(batch, timesteps, units)` under `"<layer name>/<gate name>"`, e.g.
+      `"lstm/forget"` (gate names: `keras_gated.LSTM_SEQUENCES`,
+      `keras_gated.GRU_SEQUENCES`). The gates are computed on the inputs
+      each layer receives in the model, masks included.
+
+    The signature inputs are named after the model's inputs. Batch size and
+    sequence length are dynamic: the batch axis of every input, and the
+    time axis (axis 1) of every input of rank 3 or more, are `None`
+    whatever the shapes the model was built with. Pass `input_signature`
+    to choose other shapes (e.g. a dynamic length for 2D token-id inputs,
+    or a fixed one for a layer with `unroll=True`).
+
+    The model is written to a staging directory next to `path` and renamed
+    into place once complete; if the export fails, `path` is left as it
+    was. The result loads without keras_gated:
+    `tf.saved_model.load(path)`, `keras.layers.TFSMLayer(path)`,
+    `saved_model_cli show --dir path --all`.
+
+    Args:
+        model: A built `keras.Model` (Functional or Sequential; a subclassed
+            model needs `input_signature` and `gates=False`).
+        path: `str` or `os.PathLike`, the directory to create.
+        gates: Whether to add the `gates` signature. The model must then
+            contain at least one LSTM or GRU layer. Default: `True`.
+        overwrite: Whether to replace an existing SavedModel at `path`. A
+            path that exists and is not a SavedModel directory is never
+            replaced. Default: `False`.
+        input_signature: Optional structure of `tf.TensorSpec` matching
+            the model's inputs (a single spec for a single input). Default:
+            the model's input shapes with dynamic batch and time axes.
+
+    Returns:
+        The absolute path of the written SavedModel, as a `str`.
+
+    Raises:
+        ValueError: for an invalid argument, a model that is not built, or
+            an existing `path` that is not a SavedModel directory.
+        FileExistsError: if `path` exists and `overwrite=False`.
+
+    Example:
+
+    >>> inputs = keras.Input((None, 2), name="sequence")
+    >>> hidden = keras_gated.LSTM(8, name="lstm")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    >>> keras_gated.export_saved_model(model, "/tmp/adding")
+    '/tmp/adding'
+    >>> loaded = tf.saved_model.load("/tmp/adding")
+    >>> x = np.random.rand(3, 20, 2).astype("float32")
+    >>> loaded.serve(x).shape
+    TensorShape([3, 1])
+    >>> out = loaded.signatures["gates"](sequence=x)
+    >>> out["lstm/forget"].shape
+    TensorShape([3, 20, 8])
+    """
+    _check_model(model)
+    target = _check_path(path)
+    gates = _check_bool("gates", gates)
+    overwrite = _check_bool("overwrite", overwrite)
+    _check_target(target, overwrite)
+    if input_signature is None:
+        input_signature = _default_input_signature(model)
+    archive = _build_archive(model, input_signature, gates)
+    _write_atomically(archive, target)
+    return target
+
+
+def load_saved_model(path):
+    """Loads a SavedModel with `tf.saved_model.load`, with clear errors.
+
+    A thin wrapper for environments where keras_gated is installed; in one
+    where it is not, call `tf.saved_model.load(path)` directly.
+
+    Args:
+        path: `str` or `os.PathLike`, a SavedModel directory.
+
+    Returns:
+        The loaded object: `loaded.signatures["serving_default"]`,
+        `loaded.signatures["gates"]`, and the endpoints `loaded.serve`,
+        `loaded.gates` for models written by `export_saved_model`.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: if `path` is not a readable SavedModel directory (no
+            `saved_model.pb`, a corrupted graph or missing variables).
+
+    Example:
+
+    >>> loaded = keras_gated.load_saved_model("/tmp/adding")
+    >>> sorted(loaded.signatures)
+    ['gates', 'serve', 'serving_default']
+    """
+    import tensorflow as tf
+
+    target = _check_path(path)
+    if not os.path.exists(target):
+        raise FileNotFoundError(
+            f"No SavedModel at path '{target}': the path does not exist."
+        )
+    if not os.path.isdir(target):
+        raise ValueError(
+            f"path must be a SavedModel directory. Received: path='{target}',"
+            " which is a file."
+        )
+    if not _is_saved_model_dir(target):
+        raise ValueError(
+            f"path must be a SavedModel directory, holding saved_model.pb. "
+            f"Received: path='{target}', which holds: "
+            f"{sorted(os.listdir(target)) or 'nothing'}."
+        )
+    try:
+        return tf.saved_model.load(target)
+    except Exception as error:
+        raise ValueError(
+            f"The SavedModel at path '{target}' is corrupted and cannot be "
+            f"loaded: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{name} must be True or False. Received: {name}={value!r}"
+        )
+    return value
+
+
+def _check_model(model):
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "model must be a keras.Model. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    if not model.built:
+        raise ValueError(
+            f"model must be built before export: call it on data or build it "
+            f"from keras.Input. Received: model '{model.name}', not built."
+        )
+
+
+def _check_path(path):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(
+            f"path must be a non-empty str or os.PathLike. Received: "
+            f"path={path!r}"
+        )
+    return os.path.abspath(os.fspath(path))
+
+
+def _is_saved_model_dir(path):
+    return any(
+        os.path.isfile(os.path.join(path, name)) for name in _SAVED_MODEL_FILES
+    )
+
+
+def _check_target(target, overwrite):
+    if not os.path.lexists(target):
+        return
+    if not os.path.isdir(target) or os.path.islink(target):
+        raise ValueError(
+            f"path must be a new directory or an existing SavedModel "
+            f"directory. Received: path='{target}', which exists and is not "
+            "a directory; it is left untouched."
+        )
+    if os.listdir(target) and not _is_saved_model_dir(target):
+        raise ValueError(
+            f"path must be a new directory or an existing SavedModel "
+            f"directory. Received: path='{target}', a non-empty directory "
+            "without saved_model.pb; it is not replaced, even with "
+            "overwrite=True."
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"A SavedModel already exists at path '{target}'. Pass "
+            "overwrite=True to replace it."
+        )
+
+
+def _model_inputs(model):
+    """The structure of symbolic inputs that `model` is called on."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        pass
+    # A Sequential model built by calling it on data has inputs but no
+    # `input`; a subclassed model has neither.
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise ValueError(
+            "model must be a Functional or Sequential model with known "
+            "inputs, or input_signature must be given. Received: model "
+            f"'{model.name}' of type {type(model).__name__}."
+        )
+    return inputs[0] if len(inputs) == 1 else list(inputs)
+
+
+def _default_input_signature(model):
+    import tensorflow as tf
+
+    def spec(tensor):
+        shape = list(tensor.shape)
+        dynamic = 2 if len(shape) >= 3 else 1
+        shape[:dynamic] = [None] * min(dynamic, len(shape))
+        return tf.TensorSpec(shape, tensor.dtype, name=tensor.name)
+
+    return keras.tree.map_structure(spec, _model_inputs(model))
+
+
+def _output_dict(outputs):
+    """The outputs under the keys a SavedModel signature gives them.
+
+    The keys TensorFlow uses when a signature function returns a tensor
+    (`"output_0"`), a sequence (`"output_<i>"`) or a dict (its keys); a
+    nested structure is flattened and numbered.
+    """
+    if isinstance(outputs, dict) and _signature_ready(outputs):
+        return dict(outputs)
+    return {
+        f"output_{index}": tensor
+        for index, tensor in enumerate(keras.tree.flatten(outputs))
+    }
+
+
+def _signature_ready(outputs):
+    """Whether TensorFlow accepts `outputs` as a signature's result as is."""
+    if not keras.tree.is_nested(outputs):
+        return True
+    if isinstance(outputs, dict):
+        return all(
+            isinstance(key, str) and not keras.tree.is_nested(value)
+            for key, value in outputs.items()
+        )
+    return isinstance(outputs, (list, tuple)) and not any(
+        keras.tree.is_nested(value) for value in outputs
+    )
+
+
+def _build_archive(model, input_signature, gates):
+    # The signature functions take the model's input structure as their
+    # single argument, as `model.export` does.
+    input_signature = [input_signature]
+
+    def serve(inputs):
+        outputs = model(inputs, training=False)
+        return outputs if _signature_ready(outputs) else _output_dict(outputs)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SERVE_ENDPOINT, serve, input_signature)
+    if gates:
+        archive.add_endpoint(
+            GATES_ENDPOINT, _gates_function(model, input_signature[0]), input_signature
+        )
+    return archive
+
+
+def _zeros_like_signature(input_signature):
+    def zeros(spec):
+        shape = [1 if size is None else size for size in spec.shape]
+        return keras.ops.zeros(shape, dtype=spec.dtype.name)
+
+    return keras.tree.map_structure(zeros, input_signature)
+
+
+def _gates_function(model, input_signature):
+    from keras_gated.inspection import gate_outputs
+    from keras_gated.inspection import recurrent_layers
+
+    if not recurrent_layers(model):
+        raise ValueError(
+            "gates=True needs a model with at least one LSTM or GRU layer. "
+            f"Received: model '{model.name}', which has none; pass "
+            "gates=False to export its outputs only."
+        )
+
+    # gate_outputs builds each layer's gate twin on its first call by
+    # copying weights as NumPy arrays, which a traced call cannot do: a call
+    # on a one-step batch of zeros builds the twins eagerly.
+    gate_outputs(model, _zeros_like_signature(input_signature))
+
+    def gates(inputs):
+        result = _output_dict(model(inputs, training=False))
+        sequences = gate_outputs(model, inputs)
+        clashes = sorted(set(result) & set(sequences))
+        if clashes:
+            raise ValueError(
+                f"Model '{model.name}' has outputs named like gate "
+                f"sequences: {clashes}. Rename those outputs to export the "
+                "gates signature, or pass gates=False."
+            )
+        result.update(sequences)
+        return result
+
+    return gates
+
+
+def _write_atomically(archive, target):
+    import tensorflow as tf
+
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    # Staging next to the target keeps the final renames on one file
+    # system, where they are atomic.
+    staging = tempfile.mkdtemp(
+        prefix=f".{os.path.basename(target)}.", suffix=".export", dir=parent
+    )
+    written = os.path.join(staging, "new")
+    previous = os.path.join(staging, "previous")
+    try:
+        archive.write_out(written, verbose=False)
+        if not tf.saved_model.contains_saved_model(written):
+            raise RuntimeError(
+                f"Export to path '{target}' failed: TensorFlow wrote no "
+                "saved_model.pb."
+            )
+        if os.path.lexists(target):
+            os.rename(target, previous)
+        try:
+            os.rename(written, target)
+        except BaseException:
+            if os.path.lexists(previous):
+                os.rename(previous, target)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
