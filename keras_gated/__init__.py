@@ -8,6 +8,7 @@ from keras_gated.gates import GRU_GATES
 from keras_gated.gates import GRU_SEQUENCES
 from keras_gated.gates import LSTM_GATES
 from keras_gated.gates import LSTM_SEQUENCES
+from keras_gated.gradients import timestep_gradients
 from keras_gated.inspection import gate_outputs
 from keras_gated.inspection import gate_twin
 from keras_gated.inspection import inspect_gates
@@ -32,4 +33,5 @@ __all__ = [
     "gate_twin",
     "inspect_gates",
     "recurrent_layers",
+    "timestep_gradients",
 ]

@@ -1,0 +1,278 @@
+"""Tests for keras_gated.inspection: layer discovery, gate twins, gates.
+
+Gates are checked against a NumPy implementation of the published
+equations run on the weights of the (mostly built-in) layers, so the
+reference shares no code with the package.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_gated
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_lstm_gates(x, kernel, recurrent_kernel, bias, mask=None):
+    """Gates of a Keras LSTM (gate order i, f, c, o), processing order."""
+    batch, timesteps, _ = x.shape
+    units = recurrent_kernel.shape[0]
+    h = np.zeros((batch, units))
+    c = np.zeros((batch, units))
+    names = ("input", "forget", "candidate", "output", "cell")
+    gates = {name: np.zeros((batch, timesteps, units)) for name in names}
+    for t in range(timesteps):
+        z = x[:, t] @ kernel + h @ recurrent_kernel + bias
+        i, f, g, o = np.split(z, 4, axis=-1)
+        i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
+        c_new = f * c + i * g
+        h_new = o * np.tanh(c_new)
+        keep = np.ones((batch, 1)) if mask is None else mask[:, t, None]
+        c = np.where(keep, c_new, c)
+        h = np.where(keep, h_new, h)
+        for name, value in zip(names, (i, f, g, o), strict=False):
+            gates[name][:, t] = value * keep
+        gates["cell"][:, t] = c
+    return gates
+
+
+def numpy_gru_gates(x, kernel, recurrent_kernel, bias):
+    """Gates of a Keras GRU with reset_after=True (order z, r, h)."""
+    batch, timesteps, _ = x.shape
+    units = recurrent_kernel.shape[0]
+    h = np.zeros((batch, units))
+    gates = {n: [] for n in ("update", "reset", "candidate")}
+    for t in range(timesteps):
+        xz, xr, xh = np.split(x[:, t] @ kernel + bias[0], 3, axis=-1)
+        hz, hr, hh = np.split(h @ recurrent_kernel + bias[1], 3, axis=-1)
+        z = sigmoid(xz + hz)
+        r = sigmoid(xr + hr)
+        n = np.tanh(xh + r * hh)
+        h = z * h + (1 - z) * n
+        for name, value in zip(gates, (z, r, n), strict=True):
+            gates[name].append(value)
+    return {name: np.stack(v, axis=1) for name, v in gates.items()}
+
+
+def random_bias(layer, seed=0):
+    """Gives a built layer's bias random values, so errors in it show."""
+    rng = np.random.default_rng(seed)
+    weights = layer.get_weights()
+    weights[-1] = rng.normal(size=weights[-1].shape).astype("float32")
+    layer.set_weights(weights)
+
+
+def test_recurrent_layers_order_names_and_nesting():
+    inner = keras.Sequential(
+        [
+            keras.Input((6, 8)),
+            keras.layers.SimpleRNN(3, return_sequences=True, name="simple"),
+        ],
+        name="inner",
+    )
+    shared = keras_gated.GRU(2, return_sequences=True, name="shared")
+    inputs = keras.Input((6, 4))
+    h = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=True), name="bidi"
+    )(inputs)
+    h = inner(h)
+    h = keras.layers.RNN(
+        keras.layers.GRUCell(2), return_sequences=True, name="rnn"
+    )(h)
+    h = shared(shared(h))
+    outputs = keras.layers.Dense(1)(keras_gated.LSTM(2, name="ours")(h))
+    model = keras.Model(inputs, outputs)
+
+    found = keras_gated.recurrent_layers(model)
+
+    assert [name for name, _ in found] == [
+        "bidi/forward",
+        "bidi/backward",
+        "inner/simple",
+        "rnn",
+        "shared",
+        "ours",
+    ]
+    bidi = model.get_layer("bidi")
+    assert found[0][1] is bidi.forward_layer
+    assert found[1][1] is bidi.backward_layer
+    assert found[2][1] is inner.get_layer("simple")
+
+
+def test_recurrent_layers_rejects_a_non_model():
+    with pytest.raises(ValueError, match="model must be a keras.Model"):
+        keras_gated.recurrent_layers(keras.layers.LSTM(2))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        keras.layers.LSTM(3, go_backwards=True, return_sequences=True),
+        keras.layers.GRU(3, return_sequences=True),
+        keras.layers.GRU(3, reset_after=False, return_sequences=True),
+        keras_gated.LSTM(3, return_sequences=True),
+        keras_gated.GRU(3, go_backwards=True, return_sequences=True),
+    ],
+    ids=["lstm_backwards", "gru", "gru_reset_before", "ours_lstm", "ours_gru"],
+)
+def test_gate_twin_computes_what_the_layer_computes(layer):
+    x = np.random.default_rng(1).normal(size=(2, 5, 4)).astype("float32")
+    outputs = layer(x)
+    random_bias(layer)
+    outputs = layer(x)
+
+    twin = keras_gated.gate_twin(layer)
+
+    assert isinstance(twin, (keras_gated.LSTM, keras_gated.GRU))
+    assert twin.return_gates and twin.go_backwards == layer.go_backwards
+    twin_outputs, gates = twin(x)
+    np.testing.assert_allclose(twin_outputs, outputs, atol=1e-6)
+    assert gates["candidate"].shape == (2, 5, 3)
+
+
+def test_gate_twin_rejects_other_and_unbuilt_layers():
+    with pytest.raises(ValueError, match="Received: layer=.*SimpleRNN"):
+        keras_gated.gate_twin(keras.layers.SimpleRNN(2))
+    with pytest.raises(ValueError, match="layer must be built"):
+        keras_gated.gate_twin(keras.layers.LSTM(2))
+
+
+def test_gate_outputs_of_a_builtin_lstm_match_numpy_with_masking():
+    x = np.random.default_rng(2).normal(size=(3, 6, 2)).astype("float32")
+    x[0, 4:] = 0.0
+    model = keras.Sequential(
+        [
+            keras.Input((6, 2)),
+            keras.layers.Masking(0.0),
+            keras.layers.LSTM(4, name="lstm"),
+        ]
+    )
+    lstm = model.get_layer("lstm")
+    random_bias(lstm)
+    mask = np.any(x != 0.0, axis=-1)
+
+    gates, masks = keras_gated.gate_outputs(model, x, return_masks=True)
+
+    expected = numpy_lstm_gates(x, *lstm.get_weights(), mask=mask)
+    assert set(gates) == {f"lstm/{name}" for name in expected}
+    for name, value in expected.items():
+        np.testing.assert_allclose(gates[f"lstm/{name}"], value, atol=1e-5)
+    np.testing.assert_array_equal(masks["lstm"], mask)
+
+
+def test_gate_outputs_of_backward_layers_are_in_input_order():
+    x = np.random.default_rng(3).normal(size=(2, 7, 3)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((7, 3)),
+            keras.layers.Bidirectional(
+                keras.layers.LSTM(4, return_sequences=True), name="bidi"
+            ),
+            keras.layers.GRU(2, go_backwards=True, name="gru"),
+        ]
+    )
+    bidi = model.get_layer("bidi")
+    random_bias(bidi.forward_layer, seed=1)
+    random_bias(bidi.backward_layer, seed=2)
+    gru = model.get_layer("gru")
+
+    gates = keras_gated.gate_outputs(model, x)
+
+    forward = numpy_lstm_gates(x, *bidi.forward_layer.get_weights())
+    backward = numpy_lstm_gates(x[:, ::-1], *bidi.backward_layer.get_weights())
+    h = keras.ops.convert_to_numpy(bidi(x))
+    gru_gates = numpy_gru_gates(h[:, ::-1], *gru.get_weights())
+    for name in ("forget", "cell"):
+        np.testing.assert_allclose(
+            gates[f"bidi/forward/{name}"], forward[name], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            gates[f"bidi/backward/{name}"], backward[name][:, ::-1], atol=1e-5
+        )
+    np.testing.assert_allclose(
+        gates["gru/update"], gru_gates["update"][:, ::-1], atol=1e-5
+    )
+
+
+def test_gate_outputs_sees_the_inputs_inside_nested_models():
+    x = np.random.default_rng(4).normal(size=(2, 5, 3)).astype("float32")
+    inner = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            keras.layers.Dense(6, activation="tanh"),
+            keras_gated.LSTM(2, name="deep"),
+        ],
+        name="inner",
+    )
+    inputs = keras.Input((5, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inner(inputs * 2.0)))
+
+    gates = keras_gated.gate_outputs(model, x)
+
+    deep = inner.get_layer("deep")
+    seen = keras.ops.convert_to_numpy(inner.layers[0](x * 2.0))
+    expected = numpy_lstm_gates(seen, *deep.get_weights())
+    np.testing.assert_allclose(
+        gates["inner/deep/output"], expected["output"], atol=1e-5
+    )
+
+
+def test_gate_outputs_traces_in_tf_function_and_follows_weights():
+    model = keras.Sequential(
+        [keras.Input((4, 2)), keras.layers.GRU(3, name="gru")]
+    )
+    x = np.random.default_rng(5).normal(size=(2, 4, 2)).astype("float32")
+    traced = tf.function(lambda x: keras_gated.gate_outputs(model, x))
+
+    first = traced(tf.constant(x))["gru/reset"].numpy()
+    tracing_count = traced.experimental_get_tracing_count()
+    random_bias(model.get_layer("gru"), seed=9)
+    second = traced(tf.constant(x))["gru/reset"].numpy()
+
+    gru = model.get_layer("gru")
+    expected = numpy_gru_gates(x, *gru.get_weights())["reset"]
+    np.testing.assert_allclose(second, expected, atol=1e-5)
+    assert not np.allclose(first, second)
+    assert traced.experimental_get_tracing_count() == tracing_count
+
+
+def test_gate_outputs_of_a_stateful_layer_start_from_its_states():
+    lstm = keras.layers.LSTM(3, stateful=True, name="lstm")
+    model = keras.Sequential([keras.Input((4, 2), batch_size=2), lstm])
+    x = np.random.default_rng(6).normal(size=(2, 4, 2)).astype("float32")
+    model(x)
+    h, c = (state.numpy() for state in lstm.states)
+
+    gates = keras_gated.gate_outputs(model, x)
+
+    kernel, recurrent_kernel, bias = lstm.get_weights()
+    z = x[:, 0] @ kernel + h @ recurrent_kernel + bias
+    forget = sigmoid(np.split(z, 4, axis=-1)[1])
+    np.testing.assert_allclose(gates["lstm/forget"][:, 0], forget, atol=1e-5)
+
+
+def test_inspect_gates_returns_nested_numpy_dicts():
+    model = keras.Sequential(
+        [
+            keras.Input((5, 2)),
+            keras.layers.Bidirectional(keras.layers.GRU(3), name="bidi"),
+            keras.layers.Dense(1),
+        ]
+    )
+    x = np.zeros((4, 5, 2), "float32")
+
+    gates = keras_gated.inspect_gates(model, x)
+
+    assert list(gates) == ["bidi/forward", "bidi/backward"]
+    assert sorted(gates["bidi/forward"]) == sorted(keras_gated.GRU_SEQUENCES)
+    value = gates["bidi/backward"]["update"]
+    assert isinstance(value, np.ndarray) and value.shape == (4, 5, 3)
+
+
+def test_inspect_gates_ignores_recurrent_layers_without_gates():
+    model = keras.Sequential([keras.Input((5, 2)), keras.layers.SimpleRNN(3)])
+    assert keras_gated.inspect_gates(model, np.zeros((1, 5, 2))) == {}
