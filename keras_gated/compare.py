@@ -1,0 +1,362 @@
+"""Side-by-side training of SimpleRNN, LSTM, GRU and our gated layers.
+
+`run_comparison` trains every requested model on one task with the same
+seed, units, optimizer and budget, and writes what the examples and the
+`keras-gated compare` command show: a table, PNG figures, TensorBoard runs
+and the trained gated models. Models that share a kind (`lstm` and
+`gated-lstm`, `gru` and `gated-gru`) start from the same initial weights
+and see the batches in the same order, so their curves can be compared.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_gated import tasks as task_lib
+from keras_gated.layers import GRU
+from keras_gated.layers import LSTM
+
+MODEL_NAMES = ("simplernn", "lstm", "gru", "gated-lstm", "gated-gru")
+_LAYERS = {
+    "simplernn": keras.layers.SimpleRNN,
+    "lstm": keras.layers.LSTM,
+    "gru": keras.layers.GRU,
+    "gated-lstm": LSTM,
+    "gated-gru": GRU,
+}
+# Gated models start from the initial weights of their built-in twin.
+_TWIN = {"gated-lstm": "lstm", "gated-gru": "gru"}
+
+
+@dataclasses.dataclass
+class Settings:
+    """What every model of a comparison shares."""
+
+    task: str = "adding"
+    length: int = 100
+    models: tuple = MODEL_NAMES
+    epochs: int = 10
+    units: int = 64
+    batch_size: int = 64
+    samples: int = 5000
+    learning_rate: float = 1e-3
+    clipnorm: float = 1.0
+    seed: int = 0
+    out: str = "runs"
+    verbose: int = 1
+
+    def validate(self):
+        """Raises ValueError for a bad setting, before any training."""
+        if self.task not in task_lib.TASK_NAMES:
+            raise ValueError(
+                f"task must be one of {', '.join(task_lib.TASK_NAMES)}. "
+                f"Received: task={self.task!r}"
+            )
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown or not self.models:
+            raise ValueError(
+                f"models must be a comma-separated list of "
+                f"{', '.join(MODEL_NAMES)}. Received: "
+                f"models={','.join(self.models)!r}"
+            )
+        for name in ("length", "epochs", "units", "batch_size", "samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f"{name} must be a positive integer. "
+                    f"Received: {name}={value!r}"
+                )
+        if self.task == "adding" and self.length < 2:
+            raise ValueError(
+                f"length must be >= 2 for the adding problem. "
+                f"Received: length={self.length}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(
+                "learning_rate must be positive. "
+                f"Received: learning_rate={self.learning_rate!r}"
+            )
+        _check_writable(self.out)
+
+
+def _check_writable(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"out must be a writable directory. Received: out={path!r} "
+            f"({error.strerror})"
+        ) from None
+
+
+def build_model(model_name, task, features, length, units, name=None):
+    """A one-layer recurrent model for `task`; the layer is named "rnn"."""
+    layer_class = _LAYERS[model_name]
+    per_step = task.per_step_output
+    recurrent = layer_class(units, return_sequences=per_step, name="rnn")
+    activation = "softmax" if task.output_units > 1 else None
+    inputs = keras.Input((length, features))
+    outputs = keras.layers.Dense(task.output_units, activation=activation)(
+        recurrent(inputs)
+    )
+    return keras.Model(inputs, outputs, name=name or model_name.replace("-", "_"))
+
+
+class _StepEvaluator(keras.callbacks.Callback):
+    """Evaluates a small validation set every `every` training steps and
+    records when the task's baseline is first beaten."""
+
+    def __init__(self, task, x, y, every):
+        super().__init__()
+        self.task, self.x, self.y, self.every = task, x, y, every
+        self.steps = 0
+        self.curve = []
+        self.first_beaten = None
+
+    def _evaluate(self):
+        values = self.model.evaluate(self.x, self.y, verbose=0, return_dict=True)
+        value = float(values[self.task.metric])
+        self.curve.append((self.steps, value))
+        if self.first_beaten is None and self.task.beats(value):
+            self.first_beaten = self.steps
+
+    def on_train_begin(self, logs=None):
+        self._evaluate()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self._evaluate()
+
+
+def _compile(model, task, settings):
+    metrics = ["accuracy"] if task.metric == "accuracy" else []
+    if task.metric == "mse":
+        metrics = ["mse"]
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            settings.learning_rate, clipnorm=settings.clipnorm
+        ),
+        loss=task.loss,
+        metrics=metrics,
+    )
+
+
+def _decay(norms):
+    """log10(norm at the last step / norm at the first step)."""
+    first, last = float(norms[0]), float(norms[-1])
+    if not (first > 0 and math.isfinite(first) and math.isfinite(last)):
+        return float("nan")
+    return math.log10(last / first)
+
+
+def run_comparison(settings, callbacks_for=None):
+    """Trains every model of `settings` and writes the outputs.
+
+    Args:
+        settings: a `Settings`.
+        callbacks_for: optional `(model_name, log_dir, probe) -> list` of
+            extra Keras callbacks per model (the gradient logger).
+
+    Returns:
+        A list of result dicts, one per model, also written to
+        `<out>/<task>/results.json`.
+    """
+    from keras_gated.gradients import timestep_gradients
+
+    settings.validate()
+    task = task_lib.make_task(settings.task, settings.length)
+    x, y = task_lib.make_data(
+        settings.task, settings.length, settings.samples, settings.seed
+    )
+    split = int(len(x) * 0.85)
+    x_train, y_train, x_val, y_val = x[:split], y[:split], x[split:], y[split:]
+    x_probe, y_probe = x_val[:64], y_val[:64]
+    length, features = x.shape[1], x.shape[2]
+    run_dir = os.path.join(settings.out, settings.task)
+    os.makedirs(run_dir, exist_ok=True)
+    steps_per_epoch = math.ceil(len(x_train) / settings.batch_size)
+    every = max(1, steps_per_epoch // 4)
+
+    initial_weights, results = {}, []
+    for model_name in settings.models:
+        keras.utils.set_random_seed(settings.seed)
+        model = build_model(model_name, task, features, length, settings.units)
+        twin = _TWIN.get(model_name)
+        if twin in initial_weights:
+            model.set_weights(initial_weights[twin])
+        elif twin is not None:
+            keras.utils.set_random_seed(settings.seed)
+            reference = build_model(twin, task, features, length, settings.units)
+            model.set_weights(reference.get_weights())
+        initial_weights[model_name] = model.get_weights()
+        _compile(model, task, settings)
+        norms_start = timestep_gradients(model, x_probe, y_probe)["rnn"]
+        evaluator = _StepEvaluator(task, x_val, y_val, every)
+        log_dir = os.path.join(settings.out, "logs", settings.task, model_name)
+        callbacks = [evaluator, keras.callbacks.TensorBoard(log_dir)]
+        if callbacks_for is not None:
+            callbacks += callbacks_for(model_name, log_dir, (x_probe, y_probe))
+        if settings.verbose:
+            print(f"\n== {settings.task}, T={length}: {model_name}")
+        keras.utils.set_random_seed(settings.seed)
+        start = time.perf_counter()
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=settings.batch_size,
+            epochs=settings.epochs,
+            callbacks=callbacks,
+            verbose=2 if settings.verbose else 0,
+        )
+        seconds = time.perf_counter() - start
+        norms_end = timestep_gradients(model, x_probe, y_probe)["rnn"]
+        final = evaluator.curve[-1][1]
+        result = {
+            "model": model_name,
+            "task": settings.task,
+            "length": settings.length,
+            "metric": task.metric,
+            "final": final,
+            "baseline": task.baseline,
+            "beats_baseline": task.beats(final),
+            "steps_to_beat": evaluator.first_beaten,
+            "seconds_per_epoch": seconds / settings.epochs,
+            "decay_start": _decay(norms_start["inputs"]),
+            "decay_end": _decay(norms_end["inputs"]),
+            "curve": evaluator.curve,
+            "grad_norms_start": norms_start["inputs"].tolist(),
+            "grad_norms_end": norms_end["inputs"].tolist(),
+            "log_dir": log_dir,
+        }
+        if model_name in _TWIN:
+            result["saved"] = _save(model, settings, model_name)
+            if settings.task == "adding" and model_name == "gated-lstm":
+                result["gate_example"] = _gate_example(model, x_probe)
+        results.append(result)
+    with open(os.path.join(run_dir, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=1)
+    return results
+
+
+def _save(model, settings, model_name):
+    directory = os.path.join(settings.out, "saved_models")
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.join(directory, f"{settings.task}-{model_name}")
+    model.save(stem + ".keras")
+    from keras_gated.export import export_saved_model
+
+    export_saved_model(model, stem + "-savedmodel", overwrite=True)
+    return {"keras": stem + ".keras", "saved_model": stem + "-savedmodel"}
+
+
+def _gate_example(model, x_probe):
+    from keras_gated.inspection import inspect_gates
+
+    gates = inspect_gates(model, x_probe[:1])["rnn"]
+    return {
+        "input": gates["input"][0].tolist(),
+        "forget": gates["forget"][0].tolist(),
+        "markers": np.flatnonzero(x_probe[0, :, 1]).tolist(),
+    }
+
+
+def format_table(results):
+    """The comparison table as text."""
+    header = (
+        f"{'model':11} {'metric':>8} {'final':>8} {'baseline':>8} "
+        f"{'beats':>5} {'steps to beat':>13} {'s/epoch':>8} "
+        f"{'decay@init':>10} {'decay@end':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        steps = "-" if r["steps_to_beat"] is None else str(r["steps_to_beat"])
+        lines.append(
+            f"{r['model']:11} {r['metric']:>8} {r['final']:8.4f} "
+            f"{r['baseline']:8.4f} {'yes' if r['beats_baseline'] else 'no':>5} "
+            f"{steps:>13} {r['seconds_per_epoch']:8.2f} "
+            f"{r['decay_start']:10.2f} {r['decay_end']:9.2f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_results(results, out_dir):
+    """Writes the PNG figures; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    task, length = results[0]["task"], results[0]["length"]
+    paths = []
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        steps, values = zip(*r["curve"])
+        axis.plot(steps, values, label=r["model"])
+    axis.axhline(results[0]["baseline"], color="k", ls="--", label="baseline")
+    axis.set_xlabel("training steps")
+    axis.set_ylabel(f"validation {results[0]['metric']}")
+    if results[0]["metric"] != "accuracy":
+        axis.set_yscale("log")
+    axis.set_title(f"{task}, T={length}: learning curves")
+    axis.legend()
+    paths.append(_save_figure(figure, out_dir, "learning_curves.png"))
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for axis, key, title in [
+        (axes[0], "grad_norms_start", "at initialisation"),
+        (axes[1], "grad_norms_end", "after training"),
+    ]:
+        for r in results:
+            norms = np.asarray(r[key])
+            axis.semilogy(np.arange(len(norms)), norms, label=r["model"])
+        axis.set_xlabel("timestep t")
+        axis.set_title(f"||dL/dx_t|| {title}")
+    axes[0].set_ylabel("gradient norm (log scale)")
+    axes[1].legend()
+    figure.suptitle(f"{task}, T={length}: how much the loss depends on x_t")
+    paths.append(_save_figure(figure, out_dir, "gradient_norms.png"))
+
+    for r in results:
+        example = r.get("gate_example")
+        if not example:
+            continue
+        figure, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+        for axis, name in zip(axes, ("input", "forget")):
+            image = axis.imshow(
+                np.asarray(example[name]).T,
+                aspect="auto",
+                cmap="viridis",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
+            for marker in example["markers"]:
+                axis.axvline(marker, color="red", lw=1.5)
+            axis.set_ylabel(f"{name} gate\nunit")
+            figure.colorbar(image, ax=axis)
+        axes[-1].set_xlabel("timestep (red: marked values)")
+        figure.suptitle(f"{r['model']} gates on one adding-problem sequence")
+        paths.append(_save_figure(figure, out_dir, "gates_heatmap.png"))
+    return paths
+
+
+def _save_figure(figure, out_dir, name):
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(out_dir, name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
