@@ -12,6 +12,7 @@ import contextlib
 import keras
 from keras import ops
 
+from keras_gated import _tf_fused
 from keras_gated import _validation as check
 from keras_gated.cells import GRUCell
 from keras_gated.cells import LSTMCell
@@ -239,25 +240,53 @@ class _GatedRNN(keras.layers.Layer):
         finally:
             self._probes = None
 
-    def _perturbations(self, inputs, initial_state):
-        """The probes as time-major tensors in processing order."""
+    def _probe_tensors(self):
+        """The active probes as time-major tensors in processing order."""
         if not self._probes:
-            return ()
-        count = 1 + max(self.state_names.index(n) for n in self._probes)
-        tensors = []
-        for index, name in enumerate(self.state_names[:count]):
-            if name in self._probes:
-                probe = ops.cast(self._probes[name], self.compute_dtype)
-                probe = ops.transpose(probe, (1, 0, 2))
-                if self.go_backwards:
-                    probe = ops.flip(probe, axis=0)
-            else:
-                probe = ops.zeros(
-                    (ops.shape(inputs)[0],) + tuple(ops.shape(initial_state[index])),
-                    dtype=self.compute_dtype,
-                )
-            tensors.append(probe)
+            return {}
+        tensors = {}
+        for name, probe in self._probes.items():
+            probe = ops.transpose(
+                ops.cast(probe, self.compute_dtype), (1, 0, 2)
+            )
+            tensors[name] = (
+                ops.flip(probe, axis=0) if self.go_backwards else probe
+            )
         return tensors
+
+    def _generic(self, projected, initial_state, mask, probes, recurrent_mask):
+        """The portable loop over the cell's own `step` (any activation,
+        recurrent dropout, `unroll`). Returns `(final_states, sequences)`
+        with time-major sequences keyed like `_fused`'s."""
+        wanted_states = []
+        if self.return_sequences:
+            wanted_states.append("hidden")
+        if self.return_gates:
+            wanted_states += list(self.state_sequences)
+        indices = [self.state_names.index(name) for name in wanted_states]
+        perturbations = []
+        if probes:
+            count = 1 + max(self.state_names.index(n) for n in probes)
+            zeros = ops.zeros_like(projected[..., : self.cell.units])
+            for name in self.state_names[:count]:
+                perturbations.append(probes.get(name, zeros))
+
+        def step(x_t, states):
+            return self.cell.step(x_t, states, recurrent_mask)
+
+        states, recorded, gates = run_recurrence(
+            step,
+            projected,
+            initial_state,
+            mask,
+            unroll=self.unroll,
+            record_states=indices,
+            record_gates=self.cell.gate_names if self.return_gates else (),
+            perturbations=perturbations,
+        )
+        sequences = dict(gates)
+        sequences.update(zip(wanted_states, recorded))
+        return states, sequences
 
     def _dropout_masks(self, sequences, initial_state, training):
         # Drawn on every call, as keras.layers.RNN does, so the random
@@ -310,26 +339,20 @@ class _GatedRNN(keras.layers.Layer):
                 mask = ops.flip(mask, axis=0)
         projected = self.cell.project_inputs(inputs, input_mask)
 
-        def step(x_t, states):
-            return self.cell.step(x_t, states, recurrent_mask)
-
-        gate_names = self.cell.gate_names if self.return_gates else ()
-        lead = [0] if self.return_sequences else []
-        record = list(self.state_sequences.values()) if self.return_gates else []
-        states, recorded, gates = run_recurrence(
-            step,
-            projected,
-            initial_state,
-            mask,
-            unroll=self.unroll,
-            record_states=lead + record,
-            record_gates=gate_names,
-            perturbations=self._perturbations(inputs, initial_state),
-        )
+        probes = self._probe_tensors()
+        if not self.unroll and _tf_fused.supports(self.cell, recurrent_mask):
+            states, sequences = self._fused(
+                projected, initial_state, mask, probes
+            )
+        else:
+            states, sequences = self._generic(
+                projected, initial_state, mask, probes, recurrent_mask
+            )
         zero_output = self._zero_output_for_mask
         if self.return_sequences:
             output = ops.transpose(
-                masked_outputs(recorded[0], mask, zero_output), (1, 0, 2)
+                masked_outputs(sequences["hidden"], mask, zero_output),
+                (1, 0, 2),
             )
         else:
             output = masked_last_output(states[0], mask, zero_output)
@@ -340,10 +363,9 @@ class _GatedRNN(keras.layers.Layer):
         if self.return_state:
             result += states
         if self.return_gates:
-            gates.update(zip(self.state_sequences, recorded[len(lead) :]))
             result.append(
                 {
-                    name: ops.transpose(gates[name], (1, 0, 2))
+                    name: ops.transpose(sequences[name], (1, 0, 2))
                     for name in self.sequence_names
                 }
             )
@@ -501,6 +523,16 @@ class LSTM(_GatedRNN):
     state_sequences = {"cell": 1}
     state_names = ("hidden", "cell")
 
+    def _fused(self, projected, initial_state, mask, probes):
+        return _tf_fused.lstm(
+            projected,
+            initial_state[0],
+            initial_state[1],
+            self.cell.recurrent_kernel,
+            mask=mask,
+            perturbations=probes,
+        )
+
     def __init__(
         self,
         units,
@@ -623,6 +655,21 @@ class GRU(_GatedRNN):
 
     sequence_names = GRU_SEQUENCES
     state_names = ("hidden",)
+
+    def _fused(self, projected, initial_state, mask, probes):
+        cell = self.cell
+        recurrent_bias = None
+        if cell.use_bias and cell.reset_after:
+            recurrent_bias = cell.bias[1]
+        return _tf_fused.gru(
+            projected,
+            initial_state[0],
+            cell.recurrent_kernel,
+            recurrent_bias=recurrent_bias,
+            reset_after=cell.reset_after,
+            mask=mask,
+            perturbations=probes,
+        )
 
     def __init__(
         self,

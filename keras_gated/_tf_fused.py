@@ -1,0 +1,348 @@
+"""TensorFlow fast path: the standard LSTM and GRU recurrences with an
+analytic backward pass through time.
+
+Applies when the gates use `sigmoid` and the candidate `tanh` (Keras'
+defaults) and no recurrent dropout is active; `keras_gated.layers` falls
+back to the generic loop otherwise. Weights come in as tensors, like
+Keras' `backend.lstm`. The forward loop records what the backward pass
+needs (states and gate activations, which are also what `return_gates`
+returns); the backward loop then costs one small matmul per step
+(dz_t @ U^T), and the recurrent-kernel gradient is one large matmul over
+all steps after it. These equations repeat those of `keras_gated.cells`
+for speed; tests hold the two paths equal.
+
+All tensors are time-major: `(timesteps, batch, ...)`. `mask` is None or
+boolean `(timesteps, batch)`; `perturbations` maps state names to
+`(timesteps, batch, units)` tensors added to the state after each step
+(their gradient is dL/ds_t).
+"""
+
+import keras
+import tensorflow as tf
+
+
+def supports(cell, recurrent_mask):
+    """Whether the fast path computes exactly what `cell.step` computes."""
+    return (
+        recurrent_mask is None
+        and cell.recurrent_activation is keras.activations.sigmoid
+        and cell.activation is keras.activations.tanh
+    )
+
+
+def _unstack(tensor):
+    return tf.TensorArray(
+        tensor.dtype, size=tf.shape(tensor)[0], element_shape=tensor.shape[1:]
+    ).unstack(tensor)
+
+
+def _arrays(count, template, size):
+    return tuple(
+        tf.TensorArray(template.dtype, size=size, element_shape=template.shape)
+        for _ in range(count)
+    )
+
+
+def _previous(initial, sequence):
+    return tf.concat([initial[None], sequence[:-1]], axis=0)
+
+
+def _matmul_over_time(a, b):
+    """sum_t a_t^T b_t for (T, B, m) and (T, B, n), accumulated in float32."""
+    a32 = tf.reshape(tf.cast(a, tf.float32), (-1, a.shape[-1]))
+    b32 = tf.reshape(tf.cast(b, tf.float32), (-1, b.shape[-1]))
+    return tf.matmul(a32, b32, transpose_a=True)
+
+
+def _read(ta, t):
+    return None if ta is None else ta.read(t)
+
+
+def _plus(value, extra):
+    return value if extra is None else value + extra
+
+
+def _optional_unstack(tensor):
+    return None if tensor is None else _unstack(tensor)
+
+
+def _loop(body, timesteps, loop_vars, reverse=False, static_timesteps=None):
+    start = timesteps - 1 if reverse else tf.constant(0)
+    return tf.while_loop(
+        (lambda t, *_: t >= 0) if reverse else (lambda t, *_: t < timesteps),
+        body,
+        (start,) + tuple(loop_vars),
+        maximum_iterations=static_timesteps,
+    )[1:]
+
+
+def _keep(mask_ta, t):
+    return None if mask_ta is None else mask_ta.read(t)[:, None]
+
+
+def _where(keep, new, old):
+    return new if keep is None else tf.where(keep, new, old)
+
+
+LSTM_SEQUENCES = ("hidden", "cell", "input", "forget", "candidate", "output")
+
+
+def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
+    """The LSTM recurrence.
+
+    Returns:
+        `(final_states, sequences)`: `[h_T, c_T]` and a dict of the
+        `LSTM_SEQUENCES` as `(timesteps, batch, units)` tensors (gates are
+        zero at masked steps).
+    """
+    perturbations = perturbations or {}
+    names = [n for n in ("hidden", "cell") if n in perturbations]
+    static_t = projected.shape[0]
+
+    @tf.custom_gradient
+    def recurrence(projected, h0, c0, kernel, *probes):
+        probe = dict(zip(names, probes))
+        timesteps = tf.shape(projected)[0]
+        x_ta = _unstack(projected)
+        mask_ta = _optional_unstack(mask)
+        probe_h = _optional_unstack(probe.get("hidden"))
+        probe_c = _optional_unstack(probe.get("cell"))
+
+        def body(t, h, c, tas):
+            z = x_ta.read(t) + tf.matmul(h, kernel)
+            zi, zf, zg, zo = tf.split(z, 4, axis=1)
+            i, f, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.sigmoid(zo)
+            g = tf.tanh(zg)
+            c_new = f * c + i * g
+            h_new = o * tf.tanh(c_new)
+            keep = _keep(mask_ta, t)
+            c_new = _plus(_where(keep, c_new, c), _read(probe_c, t))
+            h_new = _plus(_where(keep, h_new, h), _read(probe_h, t))
+            gates = [_where(keep, v, tf.zeros_like(v)) for v in (i, f, g, o)]
+            values = [h_new, c_new] + gates
+            tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
+            return t + 1, h_new, c_new, tas
+
+        h_last, c_last, tas = _loop(
+            body,
+            timesteps,
+            (h0, c0, _arrays(6, h0, timesteps)),
+            static_timesteps=static_t,
+        )
+        stacked = [ta.stack() for ta in tas]
+        H, C, I, F, G, O = stacked
+
+        def grad(dh_last, dc_last, *d_sequences):
+            d_seq = list(d_sequences)
+            h_prev_all = _previous(h0, H)
+            c_prev_all = _previous(c0, C)
+            c_new_all = C - probe["cell"] if "cell" in probe else C
+            reads = [_unstack(s) for s in (I, F, G, O, c_prev_all, c_new_all)]
+            upstream = [_optional_unstack(d) for d in d_seq]
+            dz_tas = _arrays(1, projected[0], timesteps)
+            dprobe_tas = _arrays(len(names), h0, timesteps)
+            kernel_t = tf.transpose(kernel)
+            mask_back = _optional_unstack(mask)
+
+            def back(t, dh, dc, dz_tas, dprobe_tas):
+                dh = _plus(dh, _read(upstream[0], t))
+                dc = _plus(dc, _read(upstream[1], t))
+                totals = {"hidden": dh, "cell": dc}
+                dprobe_tas = tuple(
+                    ta.write(t, totals[n]) for ta, n in zip(dprobe_tas, names)
+                )
+                i, f, g, o, c_prev, c_new = (r.read(t) for r in reads)
+                tc = tf.tanh(c_new)
+                do = _plus(dh * tc, _read(upstream[5], t))
+                dct = dc + dh * o * (1 - tc * tc)
+                di = _plus(dct * g, _read(upstream[2], t))
+                df = _plus(dct * c_prev, _read(upstream[3], t))
+                dg = _plus(dct * i, _read(upstream[4], t))
+                dz = tf.concat(
+                    [
+                        di * i * (1 - i),
+                        df * f * (1 - f),
+                        dg * (1 - g * g),
+                        do * o * (1 - o),
+                    ],
+                    axis=1,
+                )
+                keep = _keep(mask_back, t)
+                dz = _where(keep, dz, tf.zeros_like(dz))
+                dh_prev = _where(keep, tf.matmul(dz, kernel_t), dh)
+                dc_prev = _where(keep, dct * f, dc)
+                dz_tas = (dz_tas[0].write(t, dz),)
+                return t - 1, dh_prev, dc_prev, dz_tas, dprobe_tas
+
+            dh0, dc0, dz_tas, dprobe_tas = _loop(
+                back,
+                timesteps,
+                (dh_last, dc_last, dz_tas, dprobe_tas),
+                reverse=True,
+                static_timesteps=static_t,
+            )
+            dz_all = dz_tas[0].stack()
+            d_kernel = tf.cast(
+                _matmul_over_time(h_prev_all, dz_all), kernel.dtype
+            )
+            d_probes = [ta.stack() for ta in dprobe_tas]
+            return [dz_all, dh0, dc0, d_kernel] + d_probes
+
+        return (h_last, c_last, *stacked), grad
+
+    probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
+    # A variable read inside would make TF ask for variable gradients:
+    # pass the weights in as tensors.
+    kernel = tf.identity(recurrent_kernel)
+    outputs = recurrence(projected, h0, c0, kernel, *probes)
+    return list(outputs[:2]), dict(zip(LSTM_SEQUENCES, outputs[2:]))
+
+
+GRU_SEQUENCES = ("hidden", "update", "reset", "candidate")
+
+
+def gru(
+    projected,
+    h0,
+    recurrent_kernel,
+    recurrent_bias=None,
+    reset_after=True,
+    mask=None,
+    perturbations=None,
+):
+    """The GRU recurrence, both `reset_after` settings.
+
+    `recurrent_bias` is the second row of the bias with `reset_after=True`
+    (None otherwise, or without bias).
+
+    Returns:
+        `(final_states, sequences)`: `[h_T]` and a dict of the
+        `GRU_SEQUENCES` as `(timesteps, batch, units)` tensors.
+    """
+    perturbations = perturbations or {}
+    names = [n for n in ("hidden",) if n in perturbations]
+    has_bias = recurrent_bias is not None
+    static_t = projected.shape[0]
+    units = h0.shape[-1]
+
+    @tf.custom_gradient
+    def recurrence(projected, h0, kernel, *rest):
+        bias = rest[0] if has_bias else None
+        probe = dict(zip(names, rest[1:] if has_bias else rest))
+        timesteps = tf.shape(projected)[0]
+        x_ta = _unstack(projected)
+        mask_ta = _optional_unstack(mask)
+        probe_h = _optional_unstack(probe.get("hidden"))
+        kernel_zr, kernel_h = kernel[:, : 2 * units], kernel[:, 2 * units :]
+
+        def body(t, h, tas):
+            xz, xr, xh = tf.split(x_ta.read(t), 3, axis=1)
+            if reset_after:
+                rec = _plus(tf.matmul(h, kernel), bias)
+                rz, rr, rh = tf.split(rec, 3, axis=1)
+            else:
+                rz, rr = tf.split(tf.matmul(h, kernel_zr), 2, axis=1)
+            z = tf.sigmoid(xz + rz)
+            r = tf.sigmoid(xr + rr)
+            if reset_after:
+                n = tf.tanh(xh + r * rh)
+            else:
+                rh = r * h
+                n = tf.tanh(xh + tf.matmul(rh, kernel_h))
+            h_new = z * h + (1 - z) * n
+            keep = _keep(mask_ta, t)
+            h_new = _plus(_where(keep, h_new, h), _read(probe_h, t))
+            gates = [_where(keep, v, tf.zeros_like(v)) for v in (z, r, n)]
+            values = [h_new] + gates + [rh]
+            tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
+            return t + 1, h_new, tas
+
+        h_last, tas = _loop(
+            body,
+            timesteps,
+            (h0, _arrays(5, h0, timesteps)),
+            static_timesteps=static_t,
+        )
+        H, Z, R, N, RH = [ta.stack() for ta in tas]
+
+        def grad(dh_last, *d_sequences):
+            d_seq = list(d_sequences)
+            h_prev_all = _previous(h0, H)
+            reads = [_unstack(s) for s in (Z, R, N, RH, h_prev_all)]
+            upstream = [_optional_unstack(d) for d in d_seq]
+            dx_tas = _arrays(1, projected[0], timesteps)
+            drec_tas = _arrays(1, projected[0], timesteps)
+            dprobe_tas = _arrays(len(names), h0, timesteps)
+            kernel_t = tf.transpose(kernel)
+            kernel_zr_t = tf.transpose(kernel_zr)
+            kernel_h_t = tf.transpose(kernel_h)
+            mask_back = _optional_unstack(mask)
+
+            def back(t, dh, dx_tas, drec_tas, dprobe_tas):
+                dh = _plus(dh, _read(upstream[0], t))
+                dprobe_tas = tuple(ta.write(t, dh) for ta in dprobe_tas)
+                z, r, n, rh, h_prev = (x.read(t) for x in reads)
+                dz = _plus(dh * (h_prev - n), _read(upstream[1], t))
+                dn = _plus(dh * (1 - z), _read(upstream[3], t))
+                dh_prev = dh * z
+                dan = dn * (1 - n * n)
+                if reset_after:
+                    dr = _plus(dan * rh, _read(upstream[2], t))
+                    drh = dan * r
+                else:
+                    d_rh = tf.matmul(dan, kernel_h_t)
+                    dr = _plus(d_rh * h_prev, _read(upstream[2], t))
+                    dh_prev = dh_prev + d_rh * r
+                daz = dz * z * (1 - z)
+                dar = dr * r * (1 - r)
+                dx = tf.concat([daz, dar, dan], axis=1)
+                if reset_after:
+                    drec = tf.concat([daz, dar, drh], axis=1)
+                    rec_back = tf.matmul(drec, kernel_t)
+                else:
+                    drec = dx
+                    rec_back = tf.matmul(tf.concat([daz, dar], 1), kernel_zr_t)
+                keep = _keep(mask_back, t)
+                dx = _where(keep, dx, tf.zeros_like(dx))
+                drec = _where(keep, drec, tf.zeros_like(drec))
+                dh_prev = _where(keep, dh_prev + rec_back, dh)
+                dx_tas = (dx_tas[0].write(t, dx),)
+                drec_tas = (drec_tas[0].write(t, drec),)
+                return t - 1, dh_prev, dx_tas, drec_tas, dprobe_tas
+
+            dh0, dx_tas, drec_tas, dprobe_tas = _loop(
+                back,
+                timesteps,
+                (dh_last, dx_tas, drec_tas, dprobe_tas),
+                reverse=True,
+                static_timesteps=static_t,
+            )
+            dx_all = dx_tas[0].stack()
+            drec_all = drec_tas[0].stack()
+            if reset_after:
+                d_kernel = _matmul_over_time(h_prev_all, drec_all)
+            else:
+                d_kernel = tf.concat(
+                    [
+                        _matmul_over_time(
+                            h_prev_all, drec_all[..., : 2 * units]
+                        ),
+                        _matmul_over_time(RH, drec_all[..., 2 * units :]),
+                    ],
+                    axis=1,
+                )
+            result = [dx_all, dh0, tf.cast(d_kernel, kernel.dtype)]
+            if has_bias:
+                d_bias = tf.reduce_sum(
+                    tf.cast(drec_all, tf.float32), axis=(0, 1)
+                )
+                result.append(tf.cast(d_bias, bias.dtype))
+            return result + [ta.stack() for ta in dprobe_tas]
+
+        return (h_last, H, Z, R, N), grad
+
+    extra = [tf.identity(recurrent_bias)] if has_bias else []
+    probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
+    kernel = tf.identity(recurrent_kernel)
+    outputs = recurrence(projected, h0, kernel, *extra, *probes)
+    return [outputs[0]], dict(zip(GRU_SEQUENCES, outputs[1:]))
