@@ -12,9 +12,9 @@
   shape `(batch, timesteps, units)`.
 
 The SavedModel is plain TensorFlow: it loads with `tf.saved_model.load` in a
-process where keras_gated is not installed, serves under TF Serving, runs
-under `saved_model_cli` and wraps into a Keras model with
-`keras.layers.TFSMLayer`.
+process where keras_gated is not installed, has the `serving_default`
+signature TF Serving looks for, runs under `saved_model_cli` and wraps into
+a Keras model with `keras.layers.TFSMLayer`.
 
 The export is atomic: the model is written to a staging directory next to
 `path` and renamed into place, so an interrupted export leaves `path` as it
@@ -52,17 +52,20 @@ def export_saved_model(
     - `gates` returns the same outputs plus, for every LSTM/GRU layer of
       the model (`keras_gated` layers and `keras.layers.LSTM`/`GRU`, also
       inside `keras.layers.Bidirectional`), every gate sequence of shape
-      `(batch, timesteps, units)` under `"<layer name>/<gate name>"`, e.g.
-      `"lstm/forget"` (gate names: `keras_gated.LSTM_SEQUENCES`,
-      `keras_gated.GRU_SEQUENCES`). The gates are computed on the inputs
-      each layer receives in the model, masks included.
+      `(batch, timesteps, units)` under `"<layer name>/<gate name>"`, with
+      the names of `keras_gated.recurrent_layers`: `"lstm/forget"`,
+      `"bidi/backward/update"` for the backward half of a `Bidirectional`
+      named `bidi` (gate names: `keras_gated.LSTM_SEQUENCES`,
+      `keras_gated.GRU_SEQUENCES`). They are `keras_gated.gate_outputs`:
+      computed on the inputs each layer receives in the model, masks
+      included, in the input's time order.
 
     The signature inputs are named after the model's inputs. Batch size and
     sequence length are dynamic: the batch axis of every input, and the
     time axis (axis 1) of every input of rank 3 or more, are `None`
     whatever the shapes the model was built with. Pass `input_signature`
-    to choose other shapes (e.g. a dynamic length for 2D token-id inputs,
-    or a fixed one for a layer with `unroll=True`).
+    to choose other shapes: a dynamic length for 2D token-id inputs, or a
+    fixed one for a model that needs it (`unroll=True`, `Flatten`).
 
     The model is written to a staging directory next to `path` and renamed
     into place once complete; if the export fails, `path` is left as it
@@ -71,14 +74,14 @@ def export_saved_model(
     `saved_model_cli show --dir path --all`.
 
     Args:
-        model: A built `keras.Model` (Functional or Sequential; a subclassed
-            model needs `input_signature` and `gates=False`).
+        model: A built `keras.Model`: Functional, Sequential, or
+            subclassed with `input_signature` given.
         path: `str` or `os.PathLike`, the directory to create.
         gates: Whether to add the `gates` signature. The model must then
             contain at least one LSTM or GRU layer. Default: `True`.
         overwrite: Whether to replace an existing SavedModel at `path`. A
-            path that exists and is not a SavedModel directory is never
-            replaced. Default: `False`.
+            path that exists and is neither a SavedModel nor an empty
+            directory is never replaced. Default: `False`.
         input_signature: Optional structure of `tf.TensorSpec` matching
             the model's inputs (a single spec for a single input). Default:
             the model's input shapes with dynamic batch and time axes.
@@ -114,7 +117,7 @@ def export_saved_model(
     if input_signature is None:
         input_signature = _default_input_signature(model)
     archive = _build_archive(model, input_signature, gates)
-    _write_atomically(archive, target)
+    _write_atomically(archive, target, overwrite)
     return target
 
 
@@ -165,8 +168,8 @@ def load_saved_model(path):
         return tf.saved_model.load(target)
     except Exception as error:
         raise ValueError(
-            f"The SavedModel at path '{target}' is corrupted and cannot be "
-            f"loaded: {type(error).__name__}: {error}"
+            f"The SavedModel at path '{target}' is corrupted or unreadable: "
+            f"{type(error).__name__}: {error}"
         ) from error
 
 
@@ -213,7 +216,7 @@ def _check_target(target, overwrite):
         raise ValueError(
             f"path must be a new directory or an existing SavedModel "
             f"directory. Received: path='{target}', which exists and is not "
-            "a directory; it is left untouched."
+            "a directory (or is a symbolic link); it is left untouched."
         )
     if os.listdir(target) and not _is_saved_model_dir(target):
         raise ValueError(
@@ -302,34 +305,49 @@ def _build_archive(model, input_signature, gates):
     archive.add_endpoint(SERVE_ENDPOINT, serve, input_signature)
     if gates:
         archive.add_endpoint(
-            GATES_ENDPOINT, _gates_function(model, input_signature[0]), input_signature
+            GATES_ENDPOINT,
+            _gates_function(model, input_signature[0]),
+            input_signature,
         )
     return archive
 
 
-def _zeros_like_signature(input_signature):
-    def zeros(spec):
-        shape = [1 if size is None else size for size in spec.shape]
-        return keras.ops.zeros(shape, dtype=spec.dtype.name)
-
-    return keras.tree.map_structure(zeros, input_signature)
+def _warm_up_batch(model, input_signature):
+    """Zeros shaped as the signature: its None sizes are the model's, or 1."""
+    try:
+        model_inputs = keras.tree.flatten(_model_inputs(model))
+    except ValueError:
+        model_inputs = []
+    specs = keras.tree.flatten(input_signature)
+    if len(model_inputs) != len(specs):
+        model_inputs = [None] * len(specs)
+    batch = []
+    for spec, tensor in zip(specs, model_inputs, strict=True):
+        shape = list(spec.shape)
+        for axis, size in enumerate(shape):
+            if size is None:
+                known = None if tensor is None else tensor.shape[axis]
+                shape[axis] = 1 if known is None else known
+        batch.append(keras.ops.zeros(shape, dtype=spec.dtype.name))
+    return keras.tree.pack_sequence_as(input_signature, batch)
 
 
 def _gates_function(model, input_signature):
     from keras_gated.inspection import gate_outputs
+    from keras_gated.inspection import has_gates
     from keras_gated.inspection import recurrent_layers
 
-    if not recurrent_layers(model):
+    if not any(has_gates(layer) for _, layer in recurrent_layers(model)):
         raise ValueError(
             "gates=True needs a model with at least one LSTM or GRU layer. "
             f"Received: model '{model.name}', which has none; pass "
             "gates=False to export its outputs only."
         )
 
-    # gate_outputs builds each layer's gate twin on its first call by
-    # copying weights as NumPy arrays, which a traced call cannot do: a call
-    # on a one-step batch of zeros builds the twins eagerly.
-    gate_outputs(model, _zeros_like_signature(input_signature))
+    # gate_outputs builds each layer's gate twin on its first call, copying
+    # the weights as NumPy arrays, which a traced call cannot do: an eager
+    # call on a batch of zeros builds the twins before tracing.
+    gate_outputs(model, _warm_up_batch(model, input_signature))
 
     def gates(inputs):
         result = _output_dict(model(inputs, training=False))
@@ -347,7 +365,7 @@ def _gates_function(model, input_signature):
     return gates
 
 
-def _write_atomically(archive, target):
+def _write_atomically(archive, target, overwrite):
     import tensorflow as tf
 
     parent = os.path.dirname(target)
@@ -366,6 +384,8 @@ def _write_atomically(archive, target):
                 f"Export to path '{target}' failed: TensorFlow wrote no "
                 "saved_model.pb."
             )
+        # The target may have appeared while the model was written.
+        _check_target(target, overwrite)
         if os.path.lexists(target):
             os.rename(target, previous)
         try:

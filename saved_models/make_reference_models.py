@@ -47,6 +47,10 @@ STORED_BATCH = 3
 STORED_TIMESTEPS = 25
 
 MODELS = {"lstm_adding": keras_gated.LSTM, "gru_adding": keras_gated.GRU}
+BUILTINS = {
+    keras_gated.LSTM: keras.layers.LSTM,
+    keras_gated.GRU: keras.layers.GRU,
+}
 
 
 def adding_problem(samples, timesteps, rng):
@@ -73,10 +77,10 @@ def adding_problem(samples, timesteps, rng):
     return sequence, target.astype("float32")
 
 
-def build_model(layer_class):
+def build_model(layer_class, **layer_kwargs):
     inputs = keras.Input((None, 2), name="sequence")
     name = layer_class.__name__.lower()
-    hidden = layer_class(UNITS, name=name)(inputs)
+    hidden = layer_class(UNITS, name=name, **layer_kwargs)(inputs)
     outputs = keras.layers.Dense(1, name="sum")(hidden)
     return keras.Model(inputs, outputs, name=f"{name}_adding")
 
@@ -87,11 +91,24 @@ def expected_values(model, sequence):
     return {key: keras.ops.convert_to_numpy(v) for key, v in values.items()}
 
 
+def check_against_builtin(model, layer_class, sequence, expected):
+    """The stored outputs must be those of Keras' own layer, same weights."""
+    builtin = build_model(BUILTINS[layer_class], use_cudnn=False)
+    builtin.set_weights(model.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(builtin(sequence)),
+        expected["output_0"],
+        atol=1e-5,
+    )
+
+
 def check_saved_model(path, sequence, expected):
     loaded = tf.saved_model.load(path)
     served = loaded.signatures["gates"](sequence=tf.constant(sequence))
     if sorted(served) != sorted(expected):
-        raise RuntimeError(f"{path}: keys {sorted(served)} != {sorted(expected)}")
+        raise RuntimeError(
+            f"{path}: keys {sorted(served)} != {sorted(expected)}"
+        )
     for key, value in expected.items():
         np.testing.assert_allclose(served[key].numpy(), value, atol=1e-6)
 
@@ -103,7 +120,9 @@ def main(output_dir):
     rng = np.random.default_rng(SEED)
     train_x, train_y = adding_problem(TRAIN_SAMPLES, TRAIN_TIMESTEPS, rng)
     sequence, target = adding_problem(STORED_BATCH, STORED_TIMESTEPS, rng)
-    np.savez_compressed(output_dir / "inputs.npz", sequence=sequence, target=target)
+    np.savez_compressed(
+        output_dir / "inputs.npz", sequence=sequence, target=target
+    )
     manifest = {
         "seed": SEED,
         "task": "adding problem",
@@ -139,8 +158,14 @@ def main(output_dir):
         model.save(output_dir / f"{name}.keras")
         saved_model = output_dir / f"{name}_saved_model"
         keras_gated.export_saved_model(model, saved_model, overwrite=True)
+        # Git keeps no empty directory: remove it here so that the files
+        # tested are the files a clone has.
+        assets = saved_model / "assets"
+        if assets.is_dir() and not any(assets.iterdir()):
+            assets.rmdir()
         expected = expected_values(model, sequence)
         np.savez_compressed(output_dir / f"{name}_expected.npz", **expected)
+        check_against_builtin(model, layer_class, sequence, expected)
         check_saved_model(str(saved_model), sequence, expected)
         manifest["models"][name] = {
             "layer": f"keras_gated.{layer_class.__name__}",

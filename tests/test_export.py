@@ -9,6 +9,7 @@ failures are simulated mid-write and at the final rename. `.keras` files of
 stacked and `Bidirectional` models load in safe mode.
 """
 
+import importlib
 import json
 import os
 import pathlib
@@ -104,8 +105,10 @@ def _random_weights(model, seed=0):
         weights = layer.get_weights()
         if weights:
             layer.set_weights(
-                [0.5 * rng.standard_normal(w.shape).astype(w.dtype)
-                 for w in weights]
+                [
+                    0.5 * rng.standard_normal(w.shape).astype(w.dtype)
+                    for w in weights
+                ]
             )
 
 
@@ -140,7 +143,10 @@ def expected_values(model, x):
 
 def assert_close(actual, expected, what=""):
     np.testing.assert_allclose(
-        np.asarray(actual), np.asarray(expected), atol=ATOL, rtol=ATOL,
+        np.asarray(actual),
+        np.asarray(expected),
+        atol=ATOL,
+        rtol=ATOL,
         err_msg=what,
     )
 
@@ -203,15 +209,20 @@ def test_signatures_have_dynamic_batch_and_length(exported):
     model, path = exported
     loaded = keras_gated.load_saved_model(path)
     assert set(loaded.signatures) == {"serving_default", "serve", "gates"}
-    units = {"lstm": 6, "bidi/forward": 4, "bidi/backward": 4,
-             "builtin_lstm": 5}
+    units = {
+        "lstm": 6,
+        "bidi/forward": 4,
+        "bidi/backward": 4,
+        "builtin_lstm": 5,
+    }
     for name in ("serving_default", "serve", "gates"):
         signature = loaded.signatures[name]
         _, inputs = signature.structured_input_signature
         assert list(inputs) == ["sequence"]
         assert inputs["sequence"].shape.as_list() == [None, None, 3]
         assert signature.structured_outputs["output_0"].shape.as_list() == [
-            None, 2
+            None,
+            2,
         ]
     outputs = loaded.signatures["gates"].structured_outputs
     expected_keys = {"output_0"}
@@ -250,13 +261,20 @@ def test_fresh_process_without_keras_gated(exported, tmp_path):
     data = tmp_path / "data.npz"
     np.savez(data, x=x, **{f"expected:{k}": v for k, v in expected.items()})
     result = run_quietly(
-        [sys.executable, "-I", "-c", BLOCK_KERAS_GATED + FRESH_PROCESS_CHECK,
-         path, str(keras_export), str(data)],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            BLOCK_KERAS_GATED + FRESH_PROCESS_CHECK,
+            path,
+            str(keras_export),
+            str(data),
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = [s for s in result.stdout.splitlines() if s.startswith("RESULT ")]
-    errors = json.loads(line[-1][len("RESULT "):])
+    errors = json.loads(line[-1][len("RESULT ") :])
     assert errors.pop("keras_gated loaded") is False
     assert errors.pop("serving_default keys") == ["output_0"]
     assert errors.pop("gates keys") == sorted(expected)
@@ -266,8 +284,9 @@ def test_fresh_process_without_keras_gated(exported, tmp_path):
 
 def test_saved_model_cli_show_and_run(exported, tmp_path):
     model, path = exported
-    show = run_quietly(saved_model_cli() + ["show", "--dir", path, "--all"],
-                       cwd=tmp_path)
+    show = run_quietly(
+        saved_model_cli() + ["show", "--dir", path, "--all"], cwd=tmp_path
+    )
     assert show.returncode == 0, show.stderr[-3000:]
     for text in (
         "signature_def['serving_default']",
@@ -289,9 +308,19 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
         (outdir / key).parent.mkdir(parents=True, exist_ok=True)
     run = run_quietly(
         saved_model_cli()
-        + ["run", "--dir", path, "--tag_set", "serve", "--signature_def",
-           "gates", "--inputs", f"sequence={tmp_path / 'x.npy'}",
-           "--outdir", str(outdir)],
+        + [
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "gates",
+            "--inputs",
+            f"sequence={tmp_path / 'x.npy'}",
+            "--outdir",
+            str(outdir),
+        ],
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -301,14 +330,16 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
 
 def test_sequential_built_on_data_exports_dynamic_shapes(tmp_path):
     model = keras.Sequential(
-        [keras_gated.GRU(4, return_sequences=True, name="gru"),
-         keras_gated.LSTM(3, name="lstm")]
+        [
+            keras_gated.GRU(4, return_sequences=True, name="gru"),
+            keras_gated.LSTM(3, name="lstm"),
+        ]
     )
     model(np.zeros((2, 5, 2), "float32"))
     path = keras_gated.export_saved_model(model, tmp_path / "sequential")
     loaded = keras_gated.load_saved_model(path)
     _, inputs = loaded.signatures["gates"].structured_input_signature
-    (name, spec), = inputs.items()
+    ((name, spec),) = inputs.items()
     assert spec.shape.as_list() == [None, None, 2]
     x = np.random.default_rng(0).random((4, 9, 2)).astype("float32")
     assert_serves(path, model, x, input_name=name)
@@ -334,8 +365,10 @@ def test_multiple_inputs_and_outputs_keep_keras_keys(tmp_path):
         theirs["serving_default"].structured_outputs
     )
     rng = np.random.default_rng(0)
-    x = {"first": rng.random((3, 7, 2)).astype("float32"),
-         "second": rng.random((3, 4, 3)).astype("float32")}
+    x = {
+        "first": rng.random((3, 7, 2)).astype("float32"),
+        "second": rng.random((3, 4, 3)).astype("float32"),
+    }
     gates = ours["gates"](**{k: tf.constant(v) for k, v in x.items()})
     reference = model(x)
     assert_close(gates["output_0"], reference[0])
@@ -381,13 +414,11 @@ def test_input_signature_for_a_fixed_length_model(tmp_path):
 
 def test_gates_false_serves_outputs_only(tmp_path):
     inputs = keras.Input((None, 2), name="sequence")
-    outputs = keras.layers.Conv1D(3, 2, name="conv")(inputs)
+    outputs = keras.layers.SimpleRNN(3, name="rnn")(inputs)
     model = keras.Model(inputs, outputs)
     with pytest.raises(ValueError, match="gates=False"):
-        keras_gated.export_saved_model(model, tmp_path / "conv")
-    path = keras_gated.export_saved_model(
-        model, tmp_path / "conv", gates=False
-    )
+        keras_gated.export_saved_model(model, tmp_path / "rnn")
+    path = keras_gated.export_saved_model(model, tmp_path / "rnn", gates=False)
     loaded = keras_gated.load_saved_model(path)
     assert set(loaded.signatures) == {"serving_default", "serve"}
     x = np.random.default_rng(0).random((2, 7, 2)).astype("float32")
@@ -429,9 +460,7 @@ def test_paths_that_are_not_saved_models_are_never_replaced(
     a_directory.mkdir()
     (a_directory / "table.csv").write_text("1,2")
     with pytest.raises(ValueError, match="without saved_model.pb"):
-        keras_gated.export_saved_model(
-            model, a_directory, overwrite=overwrite
-        )
+        keras_gated.export_saved_model(model, a_directory, overwrite=overwrite)
     assert snapshot(a_directory) == {"table.csv": b"1,2"}
 
 
@@ -441,6 +470,20 @@ def test_export_into_an_empty_directory(tmp_path):
         keras_gated.export_saved_model(model, tmp_path)
     path = keras_gated.export_saved_model(model, tmp_path, overwrite=True)
     assert tf.saved_model.contains_saved_model(path)
+
+
+@pytest.fixture
+def patch_save(monkeypatch):
+    """Replaces tf.saved_model.save for one test."""
+    # Keras' exporter imports tensorflow.saved_model.experimental, which
+    # rebinds tf.saved_model to another module object and so would drop a
+    # patch made before the first export of the process: import it first.
+    importlib.import_module("tensorflow.saved_model.experimental")
+
+    def patch(function):
+        monkeypatch.setattr(tf.saved_model, "save", function)
+
+    return patch
 
 
 def _failing_save(directory_log):
@@ -457,9 +500,9 @@ def _failing_save(directory_log):
     return save
 
 
-def test_failed_export_leaves_no_target(tmp_path, monkeypatch):
+def test_failed_export_leaves_no_target(tmp_path, patch_save):
     written = []
-    monkeypatch.setattr(tf.saved_model, "save", _failing_save(written))
+    patch_save(_failing_save(written))
     target = tmp_path / "model"
     with pytest.raises(OSError, match="No space left"):
         keras_gated.export_saved_model(small_model(), target)
@@ -469,12 +512,14 @@ def test_failed_export_leaves_no_target(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_failed_overwrite_keeps_previous_model(tmp_path, monkeypatch):
+def test_failed_overwrite_keeps_previous_model(
+    tmp_path, monkeypatch, patch_save
+):
     model = small_model()
     target = tmp_path / "model"
     keras_gated.export_saved_model(model, target)
     before = snapshot(target)
-    monkeypatch.setattr(tf.saved_model, "save", _failing_save([]))
+    patch_save(_failing_save([]))
     with pytest.raises(OSError, match="No space left"):
         keras_gated.export_saved_model(small_model(5), target, overwrite=True)
     assert snapshot(target) == before
@@ -484,14 +529,33 @@ def test_failed_overwrite_keeps_previous_model(tmp_path, monkeypatch):
     assert_serves(str(target), model, x)
 
 
+def test_target_created_during_export_is_not_replaced(tmp_path, patch_save):
+    target = tmp_path / "model"
+    save = tf.saved_model.save
+
+    def save_while_someone_writes_target(obj, export_dir, *args, **kwargs):
+        target.mkdir()
+        (target / "theirs.txt").write_text("theirs")
+        save(obj, export_dir, *args, **kwargs)
+
+    patch_save(save_while_someone_writes_target)
+    with pytest.raises(ValueError, match="not replaced"):
+        keras_gated.export_saved_model(small_model(), target)
+    assert snapshot(target) == {"theirs.txt": b"theirs"}
+    assert os.listdir(tmp_path) == ["model"]
+
+
 def test_failed_final_rename_restores_previous_model(tmp_path, monkeypatch):
     target = tmp_path / "model"
     keras_gated.export_saved_model(small_model(), target)
     before = snapshot(target)
     rename = os.rename
+    failures = []
 
     def failing_rename(source, destination):
-        if str(destination) == str(target):
+        # Fails to move the new model into place, once.
+        if str(destination) == str(target) and not failures:
+            failures.append(source)
             raise OSError("rename interrupted")
         rename(source, destination)
 
@@ -499,6 +563,7 @@ def test_failed_final_rename_restores_previous_model(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="rename interrupted"):
         keras_gated.export_saved_model(small_model(5), target, overwrite=True)
     monkeypatch.undo()
+    assert failures
     assert snapshot(target) == before
     assert os.listdir(tmp_path) == ["model"]
 
@@ -558,25 +623,25 @@ def test_subclassed_model_needs_an_input_signature(tmp_path):
     class Encoder(keras.Model):
         def __init__(self):
             super().__init__()
-            self.gru = keras_gated.GRU(3)
+            self.rnn = keras.layers.SimpleRNN(
+                4, return_sequences=True, name="rnn"
+            )
+            self.gru = keras_gated.GRU(3, name="gru")
 
         def call(self, inputs):
-            return self.gru(inputs)
+            return self.gru(self.rnn(inputs))
 
     model = Encoder()
-    x = np.random.default_rng(0).random((2, 4, 2)).astype("float32")
-    model(x)
+    model(np.random.default_rng(0).random((2, 4, 2)).astype("float32"))
     with pytest.raises(ValueError, match="input_signature must be given"):
-        keras_gated.export_saved_model(model, tmp_path / "a", gates=False)
+        keras_gated.export_saved_model(model, tmp_path / "a")
     path = keras_gated.export_saved_model(
         model,
         tmp_path / "b",
-        gates=False,
         input_signature=tf.TensorSpec((None, None, 2), name="sequence"),
     )
     x = np.random.default_rng(1).random((3, 6, 2)).astype("float32")
-    loaded = keras_gated.load_saved_model(path)
-    assert_close(loaded.serve(x), model(x))
+    assert_serves(path, model, x)
 
 
 def stacked_model():
@@ -595,7 +660,9 @@ def bidirectional_model():
     )(x)
     x = keras.layers.Bidirectional(
         keras_gated.GRU(3, reset_after=False),
-        backward_layer=keras_gated.GRU(2, go_backwards=True),
+        backward_layer=keras_gated.GRU(
+            3, reset_after=False, go_backwards=True, activation="relu"
+        ),
         merge_mode="concat",
         name="bidi_gru",
     )(x)
@@ -612,6 +679,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path, build):
     for original, restored in zip(
         keras_gated.recurrent_layers(model),
         keras_gated.recurrent_layers(loaded),
+        strict=True,
     ):
         assert original[0] == restored[0]
         assert type(original[1]) is type(restored[1])
