@@ -45,6 +45,18 @@ def _from_cell(name):
     return property(lambda self: getattr(self.cell, name))
 
 
+class _Untracked:
+    """Holds a value out of sight of Keras' attribute tracking.
+
+    The state variables of a stateful layer are not weights (the built-in
+    layers keep them out of `layer.weights` too), so `get_weights` and
+    weight files stay those of the built-in layer.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+
 class _GatedRNN(keras.layers.Layer):
     """The loop, masking, state and output logic shared by LSTM and GRU."""
 
@@ -86,7 +98,7 @@ class _GatedRNN(keras.layers.Layer):
             [state_size] if isinstance(state_size, int) else list(state_size)
         )
         self.supports_masking = True
-        self.states = None
+        self._state_store = _Untracked(None)
         self._expected_batch_size = None
         self._input_features = None
         self._probes = None
@@ -152,9 +164,14 @@ class _GatedRNN(keras.layers.Layer):
                     )
                 self._create_state_variables(sequences_shape[0])
 
+    @property
+    def states(self):
+        """The state variables of a stateful layer (None otherwise)."""
+        return self._state_store.value
+
     def _create_state_variables(self, batch_size):
         self._expected_batch_size = batch_size
-        self.states = [
+        self._state_store = _Untracked([
             keras.Variable(
                 value,
                 trainable=False,
@@ -162,7 +179,7 @@ class _GatedRNN(keras.layers.Layer):
                 name="rnn_state",
             )
             for value in self.get_initial_state(batch_size)
-        ]
+        ])
 
     def get_initial_state(self, batch_size):
         return self.cell.get_initial_state(batch_size=batch_size)
@@ -175,7 +192,34 @@ class _GatedRNN(keras.layers.Layer):
     def reset_states(self):
         self.reset_state()
 
+    def _check_call_shape(self, shape):
+        self._check_input_shape(shape)
+        if self.unroll and shape[1] is None:
+            raise ValueError(
+                f"Layer '{self.name}' has unroll=True and needs a known "
+                "number of timesteps, e.g. keras.Input(shape=(timesteps, "
+                f"features)). Received: inputs.shape={tuple(shape)}"
+            )
+
+    def __call__(self, *args, **kwargs):
+        if not self.return_gates or self.activity_regularizer is None:
+            return super().__call__(*args, **kwargs)
+        # Keras regularizes every tensor a layer returns; like the
+        # built-in, regularize the outputs and states, not the gates.
+        regularizer = self.activity_regularizer
+        self.activity_regularizer = None
+        try:
+            outputs = super().__call__(*args, **kwargs)
+        finally:
+            self.activity_regularizer = regularizer
+        for output in keras.tree.flatten(outputs[:-1]):
+            if ops.is_tensor(output):
+                batch = ops.cast(ops.shape(output)[0], output.dtype)
+                self.add_loss(ops.divide_no_nan(regularizer(output), batch))
+        return outputs
+
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        self._check_call_shape(sequences_shape)
         batch, timesteps = sequences_shape[0], sequences_shape[1]
         units = self.cell.units
         if self.return_sequences:
@@ -301,13 +345,7 @@ class _GatedRNN(keras.layers.Layer):
         return input_mask, recurrent_mask
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
-        self._check_input_shape(sequences.shape)
-        if self.unroll and sequences.shape[1] is None:
-            raise ValueError(
-                f"Layer '{self.name}' has unroll=True and needs a known "
-                "number of timesteps, e.g. keras.Input(shape=(timesteps, "
-                f"features)). Received: inputs.shape={tuple(sequences.shape)}"
-            )
+        self._check_call_shape(sequences.shape)
         if initial_state is None:
             if self.stateful:
                 initial_state = self.states
