@@ -7,6 +7,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# Plain asserts in the shared harness report their values, as in tests.
+pytest.register_assert_rewrite("harness")
+
 
 @pytest.fixture(autouse=True)
 def fresh_keras_state():
@@ -30,3 +33,13 @@ def mixed_policy(request):
         yield request.param
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def pytest_configure(config):
+    # Keras' TensorFlow backend trips NumPy 2's `__array__(copy=...)`
+    # deprecation when it converts variables; not ours to fix, only noise.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:__array__ implementation doesn't accept a copy keyword"
+        ":DeprecationWarning:keras.*",
+    )

@@ -111,6 +111,7 @@ def test_gru_order_matches_keras(block, expected, reset_after):
         bias[columns] = 1.0
     builtin.set_weights([np.zeros_like(kernel), np.zeros_like(recurrent), bias])
     output = builtin(
-        np.ones((1, 1, 3), "float32"), initial_state=[np.ones((1, 2), "float32")]
+        np.ones((1, 1, 3), "float32"),
+        initial_state=[np.ones((1, 2), "float32")],
     )
     np.testing.assert_allclose(np.asarray(output), expected, atol=1e-6)

@@ -17,6 +17,7 @@ from harness import random_weights
 from harness import run_builtin_config_test
 from harness import run_layer_test
 from harness import split_gates_output
+from harness import to_numpy
 
 import keras_gated
 
@@ -158,7 +159,7 @@ def reference_rnn(
             keep = np.asarray(mask)[:, t][:, None]
             new_states = [
                 ops.where(keep, new, old)
-                for new, old in zip(new_states, states)
+                for new, old in zip(new_states, states, strict=True)
             ]
             output = ops.where(keep, h, previous_output)
             gates = {k: ops.where(keep, v, 0.0 * v) for k, v in gates.items()}
@@ -183,7 +184,7 @@ def reference_rnn(
 # Helpers.
 
 
-def build_twins(cell, variants=({},), seed=0, input_shape=INPUT_SHAPE, **kw):
+def build_twins(cell, variants=({},), input_shape=INPUT_SHAPE, **kw):
     """The built-in layer with random weights and ours with the same.
 
     Returns `(builtin, [ours for each dict of extra arguments in variants])`.
@@ -192,7 +193,7 @@ def build_twins(cell, variants=({},), seed=0, input_shape=INPUT_SHAPE, **kw):
     ours_class, builtin_class, cell_kwargs = CELLS[cell]
     builtin = builtin_class(UNITS, use_cudnn=False, **cell_kwargs, **kw)
     builtin.build(input_shape)
-    weights = random_weights(builtin, seed=seed)
+    weights = random_weights(builtin)
     ours = []
     for extra in variants:
         layer = ours_class(UNITS, **cell_kwargs, **kw, **extra)
@@ -200,7 +201,9 @@ def build_twins(cell, variants=({},), seed=0, input_shape=INPUT_SHAPE, **kw):
         if layer.stateful:
             # Only the cell's weights: test_stateful_weights_match_builtin
             # checks `set_weights` on stateful layers on its own.
-            for variable, value in zip(layer.trainable_weights, weights):
+            for variable, value in zip(
+                layer.trainable_weights, weights, strict=True
+            ):
                 variable.assign(value)
         else:
             layer.set_weights(weights)
@@ -233,10 +236,6 @@ def call(layer, inputs, mask, **kwargs):
     return layer(inputs, mask=mask, **kwargs)
 
 
-def to_numpy(value):
-    return keras.ops.convert_to_numpy(value)
-
-
 def float64_weights(layer):
     return [w.astype("float64") for w in layer.get_weights()]
 
@@ -255,8 +254,10 @@ def random_initial_state(cell, seed=5):
 
 
 @pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unroll"])
-@pytest.mark.parametrize("return_state", [False, True], ids=["", "state"])
-@pytest.mark.parametrize("return_sequences", [False, True], ids=["", "seq"])
+@pytest.mark.parametrize(
+    "return_state", [False, True], ids=["nostate", "state"]
+)
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "seq"])
 @pytest.mark.parametrize("masking", ["none", "masking_layer", "explicit"])
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["fw", "bw"])
 @pytest.mark.parametrize("cell", list(CELLS))
@@ -330,8 +331,8 @@ def test_stateful_matches_builtin(cell, go_backwards, masking, unroll):
     call(ours_gates, first, mask)
     for layer in (ours, ours_gates):
         assert_all_close(
-            [s.value for s in layer.states],
-            [s.value for s in builtin.states],
+            [s.numpy() for s in layer.states],
+            [s.numpy() for s in builtin.states],
             what="state variables after batch 1",
         )
     carried = [to_numpy(s) for s in expected_first[1:]]
@@ -357,12 +358,10 @@ def test_stateful_matches_builtin(cell, go_backwards, masking, unroll):
         layer.reset_state()
     for layer in (ours, ours_gates):
         for state in layer.states:
-            np.testing.assert_array_equal(to_numpy(state.value), 0.0)
+            np.testing.assert_array_equal(state.numpy(), 0.0)
     expected = call(builtin, second, mask)
     assert_all_close(call(ours, second, mask), expected, what="after reset")
-    outputs, _ = split_gates_output(
-        ours_gates, call(ours_gates, second, mask)
-    )
+    outputs, _ = split_gates_output(ours_gates, call(ours_gates, second, mask))
     assert_all_close(outputs, expected, what="after reset, gates on")
 
 
@@ -376,7 +375,10 @@ def test_stateful_weights_match_builtin(cell):
     ours = ours_class(UNITS, stateful=True, **cell_kwargs)
     builtin.build(INPUT_SHAPE)
     ours.build(INPUT_SHAPE)
-    assert [w.path for w in ours.weights] == [w.path for w in builtin.weights]
+    def paths(layer):  # without the layer's own (auto-numbered) name
+        return [w.path.split("/", 1)[1] for w in layer.weights]
+
+    assert paths(ours) == paths(builtin)
     weights = random_weights(builtin)
     ours.set_weights(weights)
     x = sequence_inputs("none")[0]
@@ -444,14 +446,16 @@ def _weighted_sum(structure, readouts):
     return tf.add_n(
         [
             tf.reduce_sum(tf.cast(t, "float32") * r)
-            for t, r in zip(keras.tree.flatten(structure), readouts)
+            for t, r in zip(
+                keras.tree.flatten(structure), readouts, strict=True
+            )
         ]
     )
 
 
 def assert_gradients_close(actual, expected, what):
     # 1e-5 relative to the size of each gradient.
-    for index, (a, e) in enumerate(zip(actual, expected)):
+    for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
         a, e = to_numpy(a), to_numpy(e)
         scale = max(float(np.max(np.abs(e))), 1e-3)
         np.testing.assert_allclose(
@@ -459,42 +463,147 @@ def assert_gradients_close(actual, expected, what):
         )
 
 
-@pytest.mark.parametrize("return_gates", [False, True], ids=["", "gates"])
-@pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unroll"])
-@pytest.mark.parametrize("masking", ["none", "explicit"])
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["fw", "bw"])
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_weight_gradients_match_builtin(
-    cell, go_backwards, masking, unroll, return_gates
-):
-    builtin, (ours,) = build_twins(
-        cell,
-        variants=({"return_gates": return_gates},),
-        go_backwards=go_backwards,
-        return_sequences=True,
-        return_state=True,
-        unroll=unroll,
-    )
-    inputs, mask, _, _ = sequence_inputs(masking)
-    x = tf.constant(inputs)
-    initial_state = [tf.constant(s) for s in random_initial_state(cell)]
+def gradients_of_outputs(layers, x, mask, initial_state=None, **kwargs):
+    """d(random readout of the outputs) / d(weights, x, initial states).
+
+    The gate dict, if returned, is left out of the loss; the readout is
+    drawn once, from the first layer's outputs, and shared.
+    """
     readouts = None
+    initial_state = initial_state or []
     gradients = []
-    for layer in (builtin, ours):
+    for layer in layers:
         with tf.GradientTape() as tape:
             tape.watch([x, *initial_state])
             outputs, _ = split_gates_output(
-                layer, call(layer, x, mask, initial_state=initial_state)
+                layer,
+                call(
+                    layer,
+                    x,
+                    mask,
+                    initial_state=initial_state or None,
+                    **kwargs,
+                ),
             )
             if readouts is None:
                 readouts = _readouts(outputs)
             loss = _weighted_sum(outputs, readouts)
         gradients.append(
-            tape.gradient(
-                loss, [*layer.trainable_weights, x, *initial_state]
-            )
+            tape.gradient(loss, [*layer.trainable_weights, x, *initial_state])
         )
-    assert_gradients_close(gradients[1], gradients[0], "d loss / d weights")
+    return gradients
+
+
+@pytest.mark.parametrize(
+    "return_sequences, return_gates",
+    [(True, False), (True, True), (False, True)],
+    ids=["seq", "seq-gates", "last-gates"],
+)
+@pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unroll"])
+@pytest.mark.parametrize("masking", ["none", "explicit"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["fw", "bw"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_weight_gradients_match_builtin(
+    cell, go_backwards, masking, unroll, return_sequences, return_gates
+):
+    builtin, (ours,) = build_twins(
+        cell,
+        variants=({"return_gates": return_gates},),
+        go_backwards=go_backwards,
+        return_sequences=return_sequences,
+        return_state=True,
+        unroll=unroll,
+    )
+    inputs, mask, _, _ = sequence_inputs(masking)
+    initial_state = [tf.constant(s) for s in random_initial_state(cell)]
+    expected, actual = gradients_of_outputs(
+        (builtin, ours), tf.constant(inputs), mask, initial_state
+    )
+    assert_gradients_close(actual, expected, "d loss / d weights, x, h0")
+
+
+# Arguments that take a layer off its default (fast) path.
+OPTIONS = {
+    "no_bias": {"use_bias": False},
+    "relu_hard_sigmoid": {
+        "activation": "relu",
+        "recurrent_activation": "hard_sigmoid",
+    },
+    "linear_activation": {"activation": None},
+    "no_bias_relu": {"use_bias": False, "activation": "relu"},
+}
+
+
+@pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unroll"])
+@pytest.mark.parametrize("options", list(OPTIONS))
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_options_match_builtin(cell, options, unroll):
+    builtin, (ours, ours_gates) = build_twins(
+        cell,
+        variants=({}, {"return_gates": True}),
+        go_backwards=True,
+        return_sequences=True,
+        return_state=True,
+        unroll=unroll,
+        **OPTIONS[options],
+    )
+    inputs, mask, _, _ = sequence_inputs("explicit")
+    initial_state = [tf.constant(s) for s in random_initial_state(cell)]
+    expected = call(builtin, inputs, mask, initial_state=initial_state)
+    assert_all_close(
+        call(ours, inputs, mask, initial_state=initial_state), expected
+    )
+    reference, actual, actual_gates = gradients_of_outputs(
+        (builtin, ours, ours_gates), tf.constant(inputs), mask, initial_state
+    )
+    assert_gradients_close(actual, reference, "gates off")
+    assert_gradients_close(actual_gates, reference, "gates on")
+
+
+@pytest.mark.parametrize("masking", ["none", "explicit"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_xla_gradients_match_reference(cell, masking):
+    # Under jit_compile the gates, the outputs and the gradient of a loss
+    # on both equal the reference equations run eagerly.
+    builtin, (ours,) = build_twins(
+        cell,
+        variants=({"return_gates": True},),
+        go_backwards=True,
+        return_sequences=True,
+    )
+    _, mask, np_mask, x = sequence_inputs(masking)
+    x = tf.constant(x)
+    weights = [tf.constant(w) for w in builtin.get_weights()]
+    reference = reference_rnn(
+        cell, x, weights, mask=np_mask, go_backwards=True, ops=TensorFlowOps
+    )
+    readouts = _readouts((reference["outputs"], reference["gates"]))
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            result = call(ours, x, mask)
+            loss = _weighted_sum(result, readouts)
+        return result, tape.gradient(loss, [*ours.trainable_weights, x])
+
+    result, actual = compiled(x)
+    assert_all_close(result, (reference["outputs"], reference["gates"]))
+    with tf.GradientTape() as tape:
+        tape.watch([x, *weights])
+        reference = reference_rnn(
+            cell,
+            x,
+            weights,
+            mask=np_mask,
+            go_backwards=True,
+            ops=TensorFlowOps,
+        )
+        loss = _weighted_sum(
+            (reference["outputs"], reference["gates"]), readouts
+        )
+    expected = tape.gradient(loss, [*weights, x])
+    assert_gradients_close(actual, expected, "XLA gradients")
 
 
 @pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unroll"])
@@ -530,7 +639,9 @@ def test_gate_gradients_match_reference(cell, go_backwards, masking, unroll):
             go_backwards=go_backwards,
             ops=TensorFlowOps,
         )
-        loss = _weighted_sum((reference["outputs"], reference["gates"]), readouts)
+        loss = _weighted_sum(
+            (reference["outputs"], reference["gates"]), readouts
+        )
     expected = tape.gradient(loss, [*weights, x])
     assert_gradients_close(actual, expected, "d gate loss / d weights")
 
@@ -545,8 +656,16 @@ DROPOUT_RATES = {
 }
 
 
-@pytest.mark.parametrize("run", ["eager", "eager_unroll", "graph"])
-@pytest.mark.parametrize("rates", list(DROPOUT_RATES))
+@pytest.mark.parametrize(
+    "rates, run",
+    [
+        ("dropout", "eager"),
+        ("recurrent_dropout", "eager"),
+        ("both", "eager"),
+        ("both", "eager_unroll"),
+        ("both", "graph"),
+    ],
+)
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_training_dropout_matches_builtin(cell, rates, run):
     dropout, recurrent_dropout = DROPOUT_RATES[rates]
@@ -576,24 +695,23 @@ def test_training_dropout_matches_builtin(cell, rates, run):
     assert not np.allclose(to_numpy(expected[0]), to_numpy(inference[0]))
 
 
+@pytest.mark.parametrize("rates", list(DROPOUT_RATES))
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_training_dropout_gradients_match_builtin(cell):
+def test_training_dropout_gradients_match_builtin(cell, rates):
+    dropout, recurrent_dropout = DROPOUT_RATES[rates]
     builtin, (ours,) = build_twins(
         cell,
         variants=({"return_gates": True},),
-        dropout=0.3,
-        recurrent_dropout=0.3,
+        dropout=dropout,
+        recurrent_dropout=recurrent_dropout,
         seed=5,
         return_sequences=True,
     )
     x = tf.constant(sequence_inputs("none")[0])
-    gradients = []
-    for layer in (builtin, ours):
-        with tf.GradientTape() as tape:
-            outputs, _ = split_gates_output(layer, layer(x, training=True))
-            loss = _weighted_sum(outputs, _readouts(outputs))
-        gradients.append(tape.gradient(loss, layer.trainable_weights))
-    assert_gradients_close(gradients[1], gradients[0], "dropout gradients")
+    expected, actual = gradients_of_outputs(
+        (builtin, ours), x, EXPLICIT_MASK, training=True
+    )
+    assert_gradients_close(actual, expected, "dropout gradients")
 
 
 # --------------------------------------------------------------------------
@@ -733,14 +851,14 @@ def test_go_backwards_gates_in_processing_order(cell, unroll):
     reference = reference_rnn(
         cell, x[:, ::-1].astype("float64"), float64_weights(backwards)
     )
-    assert_all_close(
-        backwards(x), (reference["outputs"], reference["gates"])
-    )
+    assert_all_close(backwards(x), (reference["outputs"], reference["gates"]))
     assert_all_close(backwards(x), forwards(x[:, ::-1]))
 
 
-@pytest.mark.parametrize("return_sequences", [False, True], ids=["", "seq"])
-@pytest.mark.parametrize("return_state", [False, True], ids=["", "state"])
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "seq"])
+@pytest.mark.parametrize(
+    "return_state", [False, True], ids=["nostate", "state"]
+)
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_output_structure(cell, return_state, return_sequences):
     _, (ours,) = build_twins(
@@ -751,9 +869,7 @@ def test_output_structure(cell, return_state, return_sequences):
     )
     keys = LSTM_KEYS if cell == "lstm" else GRU_KEYS
     n_states = (2 if cell == "lstm" else 1) if return_state else 0
-    output_shape = (
-        (TIMESTEPS, UNITS) if return_sequences else (UNITS,)
-    )
+    output_shape = (TIMESTEPS, UNITS) if return_sequences else (UNITS,)
     x = sequence_inputs("none")[0]
     for result in (ours(x), ours(keras.Input((TIMESTEPS, FEATURES)))):
         assert isinstance(result, (tuple, list))
@@ -838,7 +954,7 @@ def test_mixed_precision_fit_step(mixed_policy, cell):
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
         trained.append(model.get_weights())
-    for before, ref, ours in zip(weights, *trained):
+    for ref, ours in zip(*trained, strict=True):
         assert np.all(np.isfinite(ours))
         np.testing.assert_allclose(ours, ref, atol=1e-2)
     assert not np.allclose(trained[1][0], weights[0])
@@ -848,9 +964,16 @@ def test_mixed_precision_fit_step(mixed_policy, cell):
 # Wrappers and models.
 
 
-@pytest.mark.parametrize("return_state", [False, True], ids=["", "state"])
-@pytest.mark.parametrize("masking", ["none", "explicit"])
-@pytest.mark.parametrize("merge_mode", ["concat", "sum"])
+@pytest.mark.parametrize(
+    "merge_mode, masking, return_state",
+    [
+        ("concat", "none", False),
+        ("concat", "explicit", False),
+        ("sum", "none", False),
+        ("sum", "explicit", False),
+        ("concat", "explicit", True),
+    ],
+)
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_bidirectional_matches_builtin(cell, merge_mode, masking, return_state):
     ours_class, builtin_class, cell_kwargs = CELLS[cell]
@@ -879,7 +1002,7 @@ def test_bidirectional_rejects_return_gates(cell):
         keras.layers.Bidirectional(layer)
 
 
-@pytest.mark.parametrize("return_sequences", [False, True], ids=["", "seq"])
+@pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "seq"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_time_distributed_matches_builtin(cell, return_sequences):
     ours_class, builtin_class, cell_kwargs = CELLS[cell]
@@ -917,7 +1040,7 @@ def _library(ours):
     )
 
 
-class _Subclassed(keras.Model):
+class SubclassedModel(keras.Model):
     def __init__(self, ours, **kwargs):
         super().__init__(**kwargs)
         lstm, gru = _library(ours)
@@ -949,7 +1072,7 @@ def build_model(kind, ours):
         sequence = lstm(UNITS, return_sequences=True)(embedded)
         last = gru(UNITS)(sequence)
         return keras.Model(tokens, keras.layers.Dense(1)(last))
-    model = _Subclassed(ours)
+    model = SubclassedModel(ours)
     model(np.zeros(INPUT_SHAPE, "float32"))
     return model
 
@@ -1024,7 +1147,6 @@ HARNESS_CASES = {
             "kernel_regularizer": "l2",
             "recurrent_regularizer": "l1",
             "bias_regularizer": "l2",
-            "activity_regularizer": "l2",
             "kernel_constraint": "max_norm",
             "recurrent_constraint": "unit_norm",
             "bias_constraint": "non_neg",
@@ -1038,7 +1160,9 @@ HARNESS_CASES = {
 }
 
 
-@pytest.mark.parametrize("return_gates", [False, True], ids=["", "gates"])
+@pytest.mark.parametrize(
+    "return_gates", [False, True], ids=["nogates", "gates"]
+)
 @pytest.mark.parametrize("case", list(HARNESS_CASES))
 def test_layer_harness(case, return_gates, tmp_path):
     cell, kwargs = HARNESS_CASES[case]
@@ -1054,12 +1178,40 @@ def test_layer_harness(case, return_gates, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "return_state", [False, True], ids=["nostate", "state"]
+)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_activity_regularizer_ignores_gates(cell, return_state):
+    # The gates are returned to be watched: asking for them must not add
+    # them to the activity regularization, which (as in Keras) covers the
+    # outputs and, with return_state, the states.
+    builtin, (ours,) = build_twins(
+        cell,
+        variants=({"return_gates": True},),
+        activity_regularizer="l2",
+        return_state=return_state,
+        return_sequences=True,
+    )
+    x = sequence_inputs("none")[0]
+    builtin(x)
+    ours(x)
+    assert len(ours.losses) == len(builtin.losses)
+    np.testing.assert_allclose(
+        to_numpy(sum(ours.losses)), to_numpy(sum(builtin.losses)), rtol=1e-5
+    )
+
+
 @pytest.mark.parametrize("case", list(HARNESS_CASES))
 def test_config_of_builtin_layer(case):
     cell, kwargs = HARNESS_CASES[case]
     ours_class, builtin_class, cell_kwargs = CELLS[cell]
     builtin = builtin_class(
-        UNITS, dropout=0.2, recurrent_dropout=0.1, seed=9, **cell_kwargs,
+        UNITS,
+        dropout=0.2,
+        recurrent_dropout=0.1,
+        seed=9,
+        **cell_kwargs,
         **kwargs,
     )
     ours = run_builtin_config_test(ours_class, builtin)

@@ -1,0 +1,214 @@
+"""Bad arguments and bad inputs fail early with a message that says what.
+
+Arguments are checked at construction (`ValueError` naming the argument
+and the value received); inputs at call time (`ValueError` naming the
+layer, the expected and the received shape).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gated
+
+LAYERS = [keras_gated.LSTM, keras_gated.GRU]
+CELLS = [keras_gated.LSTMCell, keras_gated.GRUCell]
+
+# (argument, bad value) pairs every layer and cell must reject.
+COMMON_BAD_ARGUMENTS = [
+    ("units", 0),
+    ("units", -1),
+    ("units", 2.5),
+    ("units", True),
+    ("units", "5"),
+    ("units", None),
+    ("activation", "nope"),
+    ("recurrent_activation", "nope"),
+    ("use_bias", "yes"),
+    ("dropout", 1.0),
+    ("dropout", -0.1),
+    ("dropout", "0.5"),
+    ("recurrent_dropout", 1.5),
+    ("recurrent_dropout", -1e-3),
+    ("kernel_initializer", "nope"),
+    ("recurrent_initializer", "nope"),
+    ("bias_initializer", "nope"),
+    ("kernel_regularizer", "nope"),
+    ("recurrent_regularizer", "nope"),
+    ("bias_regularizer", "nope"),
+    ("kernel_constraint", "nope"),
+    ("recurrent_constraint", "nope"),
+    ("bias_constraint", "nope"),
+    ("seed", "x"),
+    ("seed", 1.5),
+    ("implementation", 3),
+]
+LAYER_BAD_ARGUMENTS = [
+    ("use_cudnn", "x"),
+    ("return_gates", "yes"),
+    ("return_sequences", "yes"),
+    ("return_state", 1),
+    ("go_backwards", "no"),
+    ("stateful", "x"),
+    ("unroll", None),
+]
+SPECIFIC_BAD_ARGUMENTS = [
+    (keras_gated.LSTM, "unit_forget_bias", "yes"),
+    (keras_gated.LSTMCell, "unit_forget_bias", "yes"),
+    (keras_gated.GRU, "reset_after", "yes"),
+    (keras_gated.GRUCell, "reset_after", "yes"),
+]
+
+
+def construct(cls, argument, value):
+    if argument == "units":
+        return cls(value)
+    return cls(3, **{argument: value})
+
+
+def assert_names_argument_and_value(error, argument, value):
+    message = str(error.value)
+    assert f"{argument}={value!r}" in message, message
+
+
+def _name(value):
+    return repr(value)
+
+
+@pytest.mark.parametrize(
+    "argument, value", COMMON_BAD_ARGUMENTS, ids=lambda v: _name(v)
+)
+@pytest.mark.parametrize("cls", LAYERS + CELLS, ids=lambda c: c.__name__)
+def test_bad_argument_raises_at_construction(cls, argument, value):
+    with pytest.raises(ValueError) as error:
+        construct(cls, argument, value)
+    assert_names_argument_and_value(error, argument, value)
+
+
+@pytest.mark.parametrize(
+    "argument, value", LAYER_BAD_ARGUMENTS, ids=lambda v: _name(v)
+)
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_bad_layer_argument_raises_at_construction(cls, argument, value):
+    with pytest.raises(ValueError) as error:
+        construct(cls, argument, value)
+    assert_names_argument_and_value(error, argument, value)
+
+
+@pytest.mark.parametrize(
+    "cls, argument, value",
+    SPECIFIC_BAD_ARGUMENTS,
+    ids=lambda v: getattr(v, "__name__", repr(v)),
+)
+def test_bad_specific_argument_raises_at_construction(cls, argument, value):
+    with pytest.raises(ValueError) as error:
+        construct(cls, argument, value)
+    assert_names_argument_and_value(error, argument, value)
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("dropout", 0.0),
+        ("dropout", 0.999),
+        ("recurrent_dropout", 0),
+        ("activation", None),
+        ("activation", keras.activations.relu),
+        ("kernel_initializer", keras.initializers.Constant(0.1)),
+        ("seed", 0),
+    ],
+    ids=lambda v: _name(v),
+)
+@pytest.mark.parametrize("cls", LAYERS + CELLS, ids=lambda c: c.__name__)
+def test_good_arguments_are_accepted(cls, argument, value):
+    # What the built-in accepts, ours accepts: the checks are not too strict.
+    builtin = getattr(keras.layers, cls.__name__)
+    construct(builtin, argument, value)
+    construct(cls, argument, value)
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("shape", [(3, 4), (3, 2, 6, 4)], ids=["2d", "4d"])
+def test_input_that_is_not_3d_raises(cls, shape):
+    layer = cls(5, name="my_rnn")
+    with pytest.raises(ValueError) as error:
+        layer(np.zeros(shape, "float32"))
+    message = str(error.value)
+    assert "my_rnn" in message, message
+    assert "(batch, timesteps, features)" in message, message
+    assert str(shape) in message, message
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_symbolic_input_that_is_not_3d_raises(cls):
+    layer = cls(5, name="my_rnn")
+    with pytest.raises(ValueError) as error:
+        layer(keras.Input((4,)))
+    message = str(error.value)
+    assert "my_rnn" in message, message
+    assert "(None, 4)" in message, message
+
+
+@pytest.mark.parametrize("symbolic", [False, True], ids=["eager", "symbolic"])
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_feature_size_differs_from_built_raises(cls, symbolic):
+    # Symbolically too: a Functional model must not be built around a
+    # layer that cannot run on its input.
+    layer = cls(5, name="my_rnn")
+    layer(np.zeros((3, 6, 4), "float32"))
+    with pytest.raises(ValueError) as error:
+        if symbolic:
+            layer(keras.Input((6, 7)))
+        else:
+            layer(np.zeros((3, 6, 7), "float32"))
+    message = str(error.value)
+    assert "my_rnn" in message, message
+    assert "(batch, timesteps, 4)" in message, message
+    received = "(None, 6, 7)" if symbolic else "(3, 6, 7)"
+    assert received in message, message
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_unknown_feature_size_raises(cls):
+    layer = cls(5, name="my_rnn")
+    with pytest.raises(ValueError) as error:
+        layer(keras.Input((6, None)))
+    message = str(error.value)
+    assert "my_rnn" in message, message
+    assert "(None, 6, None)" in message, message
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_stateful_without_static_batch_size_raises(cls):
+    layer = cls(5, stateful=True, name="my_rnn")
+    with pytest.raises(ValueError) as error:
+        layer(keras.Input((6, 4)))
+    message = str(error.value)
+    assert "my_rnn" in message, message
+    assert "stateful" in message, message
+    assert "batch" in message, message
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_unroll_without_static_timesteps_raises(cls):
+    layer = cls(5, unroll=True, name="my_rnn")
+    with pytest.raises(ValueError) as error:
+        layer(keras.Input((None, 4)))
+    message = str(error.value)
+    assert "my_rnn" in message, message
+    assert "unroll" in message, message
+
+
+@pytest.mark.parametrize(
+    "cls, n_states",
+    [(keras_gated.LSTM, 1), (keras_gated.LSTM, 3), (keras_gated.GRU, 2)],
+    ids=["lstm-1", "lstm-3", "gru-2"],
+)
+def test_wrong_number_of_initial_states_raises(cls, n_states):
+    layer = cls(5, name="my_rnn")
+    states = [np.zeros((3, 5), "float32")] * n_states
+    with pytest.raises(ValueError) as error:
+        layer(np.zeros((3, 6, 4), "float32"), initial_state=states)
+    message = str(error.value)
+    assert "my_rnn" in message, message
+    assert "initial_state" in message, message
