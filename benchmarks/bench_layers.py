@@ -93,7 +93,7 @@ def bench_config(kind, config, reps, jits):
             layer.set_weights(reference.get_weights())
             variants[(name, jit)] = make_variant(layer, jit, gates, x, y)
     times = {key: ([], []) for key in variants}
-    for key, (train, predict) in variants.items():  # compile and warm up
+    for train, predict in variants.values():  # compile and warm up
         timed(train, x, y)
         timed(predict, x)
     for _ in range(reps):
@@ -142,7 +142,8 @@ def main():
     for (kind, name, jit), by_config in growth.items():
         if CONFIGS[0] in by_config and CONFIGS[1] in by_config:
             ratio = by_config[CONFIGS[1]] / by_config[CONFIGS[0]]
-            print(f"  {kind:5} {name:>11} xla {'on' if jit else 'off':3} {ratio:5.2f}x")
+            xla = "on" if jit else "off"
+            print(f"  {kind:5} {name:>11} xla {xla:3} {ratio:5.2f}x")
 
 
 if __name__ == "__main__":

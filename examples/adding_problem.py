@@ -1,4 +1,4 @@
-"""The adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values.
+"""The adding problem (Hochreiter & Schmidhuber 1997): add two marked values.
 
 Compares keras.layers.SimpleRNN, LSTM, GRU with keras_gated.LSTM and GRU on
 the same budget and writes a table, figures, TensorBoard runs and the

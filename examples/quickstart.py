@@ -66,7 +66,9 @@ def main():
     gated.set_weights(builtin.get_weights())
     prediction, gates = gated.predict(x_test, verbose=0)
     difference = np.abs(prediction - builtin.predict(x_test, verbose=0)).max()
-    print(f"same weights in keras_gated.LSTM: max |difference| = {difference:.2e}")
+    print(
+        f"same weights in keras_gated.LSTM: max |difference| = {difference:.2e}"
+    )
 
     print("\ngate sequences, (batch, timesteps, units):")
     for name, value in gates.items():

@@ -4,7 +4,7 @@ Compares keras.layers.SimpleRNN, LSTM, GRU with keras_gated.LSTM and GRU on
 the same budget and writes a table, figures, TensorBoard runs and the
 trained gated models. Every option of `keras-gated compare --help` works:
 
-    python examples/sequential_digits.py [--length 64] [--epochs N] [--out runs/]
+    python examples/sequential_digits.py [--epochs N] [--out runs/]
 """
 
 import sys

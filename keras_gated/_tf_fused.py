@@ -130,14 +130,15 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
             static_timesteps=static_t,
         )
         stacked = [ta.stack() for ta in tas]
-        H, C, I, F, G, O = stacked
+        h_seq, c_seq, i_seq, f_seq, g_seq, o_seq = stacked
 
         def grad(dh_last, dc_last, *d_sequences):
             d_seq = list(d_sequences)
-            h_prev_all = _previous(h0, H)
-            c_prev_all = _previous(c0, C)
-            c_new_all = C - probe["cell"] if "cell" in probe else C
-            reads = [_unstack(s) for s in (I, F, G, O, c_prev_all, c_new_all)]
+            h_prev_all = _previous(h0, h_seq)
+            c_prev_all = _previous(c0, c_seq)
+            c_new_all = c_seq - probe["cell"] if "cell" in probe else c_seq
+            gate_seqs = (i_seq, f_seq, g_seq, o_seq)
+            reads = [_unstack(s) for s in gate_seqs + (c_prev_all, c_new_all)]
             upstream = [_optional_unstack(d) for d in d_seq]
             dz_tas = _arrays(1, projected[0], timesteps)
             dprobe_tas = _arrays(len(names), h0, timesteps)
@@ -263,12 +264,14 @@ def gru(
             (h0, _arrays(5, h0, timesteps)),
             static_timesteps=static_t,
         )
-        H, Z, R, N, RH = [ta.stack() for ta in tas]
+        h_seq, z_seq, r_seq, n_seq, rh_seq = [ta.stack() for ta in tas]
 
         def grad(dh_last, *d_sequences):
             d_seq = list(d_sequences)
-            h_prev_all = _previous(h0, H)
-            reads = [_unstack(s) for s in (Z, R, N, RH, h_prev_all)]
+            h_prev_all = _previous(h0, h_seq)
+            reads = [
+                _unstack(s) for s in (z_seq, r_seq, n_seq, rh_seq, h_prev_all)
+            ]
             upstream = [_optional_unstack(d) for d in d_seq]
             dx_tas = _arrays(1, projected[0], timesteps)
             drec_tas = _arrays(1, projected[0], timesteps)
@@ -327,7 +330,7 @@ def gru(
                         _matmul_over_time(
                             h_prev_all, drec_all[..., : 2 * units]
                         ),
-                        _matmul_over_time(RH, drec_all[..., 2 * units :]),
+                        _matmul_over_time(rh_seq, drec_all[..., 2 * units :]),
                     ],
                     axis=1,
                 )
@@ -339,7 +342,7 @@ def gru(
                 result.append(tf.cast(d_bias, bias.dtype))
             return result + [ta.stack() for ta in dprobe_tas]
 
-        return (h_last, H, Z, R, N), grad
+        return (h_last, h_seq, z_seq, r_seq, n_seq), grad
 
     extra = [tf.identity(recurrent_bias)] if has_bias else []
     probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]

@@ -30,10 +30,14 @@ def _unstack(tensor):
 
 
 def _sequence_array(template, size):
-    return tf.TensorArray(template.dtype, size=size, element_shape=template.shape)
+    return tf.TensorArray(
+        template.dtype, size=size, element_shape=template.shape
+    )
 
 
-def _forward(step, projected, initial_states, mask, perturbations, record, gate_names):
+def _forward(
+    step, projected, initial_states, mask, perturbations, record, gate_names
+):
     """The loop: final states, every state's sequence (when `record`), the
     gate sequences."""
     timesteps = tf.shape(projected)[0]
@@ -41,10 +45,14 @@ def _forward(step, projected, initial_states, mask, perturbations, record, gate_
     mask_ta = None if mask is None else _unstack(mask)
     perturbation_tas = [_unstack(p) for p in perturbations]
     template = initial_states[0]
-    state_tas = tuple(
-        _sequence_array(state, timesteps) for state in initial_states
-    ) if record else ()
-    gate_tas = {name: _sequence_array(template, timesteps) for name in gate_names}
+    state_tas = (
+        tuple(_sequence_array(state, timesteps) for state in initial_states)
+        if record
+        else ()
+    )
+    gate_tas = {
+        name: _sequence_array(template, timesteps) for name in gate_names
+    }
 
     def body(t, states, state_tas, gate_tas):
         mask_t = None if mask_ta is None else mask_ta.read(t)
@@ -54,7 +62,9 @@ def _forward(step, projected, initial_states, mask, perturbations, record, gate_
         state_tas = tuple(
             ta.write(t, state) for ta, state in zip(state_tas, new_states)
         )
-        gate_tas = {name: ta.write(t, gates[name]) for name, ta in gate_tas.items()}
+        gate_tas = {
+            name: ta.write(t, gates[name]) for name, ta in gate_tas.items()
+        }
         return t + 1, tuple(new_states), state_tas, gate_tas
 
     _, states, state_tas, gate_tas = tf.while_loop(
@@ -70,8 +80,15 @@ def _forward(step, projected, initial_states, mask, perturbations, record, gate_
 
 
 def _backward(
-    step, projected, initial_states, mask, sequences, gate_names, upstream,
-    variables, n_perturbations,
+    step,
+    projected,
+    initial_states,
+    mask,
+    sequences,
+    gate_names,
+    upstream,
+    variables,
+    n_perturbations,
 ):
     """Reverse loop: gradients of the inputs, initial states, perturbations
     and variables, given `upstream` = (d final states, d state sequences,
@@ -84,7 +101,9 @@ def _backward(
         _unstack(tf.concat([init[None], seq[:-1]], axis=0))
         for init, seq in zip(initial_states, sequences)
     ]
-    sequence_grad_tas = [None if d is None else _unstack(d) for d in d_sequences]
+    sequence_grad_tas = [
+        None if d is None else _unstack(d) for d in d_sequences
+    ]
     gate_grad_tas = [None if d is None else _unstack(d) for d in d_gates]
     d_inputs_ta = _sequence_array(projected[0], timesteps)
     d_perturbation_tas = tuple(
@@ -154,7 +173,9 @@ def _backward(
     )
 
 
-def while_loop(step, projected, initial_states, mask, perturbations, record, gate_names):
+def while_loop(
+    step, projected, initial_states, mask, perturbations, record, gate_names
+):
     """Runs the recurrence; see `recurrence.run_recurrence`.
 
     `step(x_t, mask_t, states) -> (new_states, gates)`, with `gates` keyed
@@ -174,7 +195,12 @@ def while_loop(step, projected, initial_states, mask, perturbations, record, gat
     def recurrence(projected, *tensors):
         initial = list(tensors[:n_states])
         final, sequences, gates = _forward(
-            step, projected, initial, mask, list(tensors[n_states:]), True,
+            step,
+            projected,
+            initial,
+            mask,
+            list(tensors[n_states:]),
+            True,
             gate_names,
         )
 

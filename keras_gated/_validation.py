@@ -17,8 +17,7 @@ def check_units(units):
         or units <= 0
     ):
         raise ValueError(
-            "units must be a positive integer. "
-            f"Received: units={units!r}"
+            f"units must be a positive integer. Received: units={units!r}"
         )
     return int(units)
 

@@ -438,7 +438,10 @@ class LSTMCell(_GatedCell):
         return h, [h, c], gates
 
     def get_config(self):
-        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+        return {
+            **super().get_config(),
+            "unit_forget_bias": self.unit_forget_bias,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_gated")

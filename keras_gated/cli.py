@@ -55,11 +55,15 @@ def _parser():
         default=",".join(_MODEL_NAMES),
         help=f"comma-separated subset of {', '.join(_MODEL_NAMES)}",
     )
-    compare.add_argument("--epochs", type=int, default=10, help="epochs per model")
+    compare.add_argument(
+        "--epochs", type=int, default=10, help="epochs per model"
+    )
     compare.add_argument(
         "--units", type=int, default=64, help="recurrent units per model"
     )
-    compare.add_argument("--batch-size", type=int, default=64, help="batch size")
+    compare.add_argument(
+        "--batch-size", type=int, default=64, help="batch size"
+    )
     compare.add_argument(
         "--samples",
         type=int,
@@ -91,7 +95,9 @@ def _logger_factory(log_every):
 
     def make(model_name, log_dir, probe):
         if log_every:
-            return [TimestepGradientLogger(log_dir, probe, batch_freq=log_every)]
+            return [
+                TimestepGradientLogger(log_dir, probe, batch_freq=log_every)
+            ]
         return [TimestepGradientLogger(log_dir, probe)]
 
     return make

@@ -66,7 +66,11 @@ class Settings:
             )
         for name in ("length", "epochs", "units", "batch_size", "samples"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value <= 0
+            ):
                 raise ValueError(
                     f"{name} must be a positive integer. "
                     f"Received: {name}={value!r}"
@@ -108,7 +112,9 @@ def build_model(model_name, task, features, length, units, name=None):
     outputs = keras.layers.Dense(task.output_units, activation=activation)(
         recurrent(inputs)
     )
-    return keras.Model(inputs, outputs, name=name or model_name.replace("-", "_"))
+    return keras.Model(
+        inputs, outputs, name=name or model_name.replace("-", "_")
+    )
 
 
 class _StepEvaluator(keras.callbacks.Callback):
@@ -123,7 +129,9 @@ class _StepEvaluator(keras.callbacks.Callback):
         self.first_beaten = None
 
     def _evaluate(self):
-        values = self.model.evaluate(self.x, self.y, verbose=0, return_dict=True)
+        values = self.model.evaluate(
+            self.x, self.y, verbose=0, return_dict=True
+        )
         value = float(values[self.task.metric])
         self.curve.append((self.steps, value))
         if self.first_beaten is None and self.task.beats(value):
@@ -196,7 +204,9 @@ def run_comparison(settings, callbacks_for=None):
             model.set_weights(initial_weights[twin])
         elif twin is not None:
             keras.utils.set_random_seed(settings.seed)
-            reference = build_model(twin, task, features, length, settings.units)
+            reference = build_model(
+                twin, task, features, length, settings.units
+            )
             model.set_weights(reference.get_weights())
         initial_weights[model_name] = model.get_weights()
         _compile(model, task, settings)

@@ -61,7 +61,7 @@ class _GatedRNN(keras.layers.Layer):
     """The loop, masking, state and output logic shared by LSTM and GRU."""
 
     sequence_names = ()
-    state_sequences = {}
+    state_sequences = ()
     state_names = ()
 
     def __init__(
@@ -171,15 +171,17 @@ class _GatedRNN(keras.layers.Layer):
 
     def _create_state_variables(self, batch_size):
         self._expected_batch_size = batch_size
-        self._state_store = _Untracked([
-            keras.Variable(
-                value,
-                trainable=False,
-                dtype=self.variable_dtype,
-                name="rnn_state",
-            )
-            for value in self.get_initial_state(batch_size)
-        ])
+        self._state_store = _Untracked(
+            [
+                keras.Variable(
+                    value,
+                    trainable=False,
+                    dtype=self.variable_dtype,
+                    name="rnn_state",
+                )
+                for value in self.get_initial_state(batch_size)
+            ]
+        )
 
     def get_initial_state(self, batch_size):
         return self.cell.get_initial_state(batch_size=batch_size)
@@ -231,7 +233,10 @@ class _GatedRNN(keras.layers.Layer):
             shapes += [(batch, size) for size in self.state_size]
         if self.return_gates:
             shapes.append(
-                {name: (batch, timesteps, units) for name in self.sequence_names}
+                {
+                    name: (batch, timesteps, units)
+                    for name in self.sequence_names
+                }
             )
         return shapes[0] if len(shapes) == 1 else tuple(shapes)
 
@@ -411,8 +416,7 @@ class _GatedRNN(keras.layers.Layer):
 
     def get_config(self):
         config = {
-            name: getattr(self.cell.get_config(), "get")(name)
-            for name in _CELL_ARGUMENTS
+            name: self.cell.get_config().get(name) for name in _CELL_ARGUMENTS
         }
         config.update(
             {
@@ -530,8 +534,8 @@ class LSTM(_GatedRNN):
     layer with `return_gates=True` (a `ValueError` says what to do).
 """
         + _LAYER_ARGS_DOC
-        + """        unit_forget_bias: If `True` (default), add 1 to the forget-gate
-            bias at initialization.
+        + """        unit_forget_bias: If `True` (default), add 1 to the
+            forget-gate bias at initialization.
 
     Returns:
         `outputs` (`(batch, timesteps, units)` with `return_sequences`,
@@ -558,7 +562,7 @@ class LSTM(_GatedRNN):
     )
 
     sequence_names = LSTM_SEQUENCES
-    state_sequences = {"cell": 1}
+    state_sequences = ("cell",)
     state_names = ("hidden", "cell")
 
     def _fused(self, projected, initial_state, mask, probes):
@@ -639,7 +643,10 @@ class LSTM(_GatedRNN):
     unit_forget_bias = _from_cell("unit_forget_bias")
 
     def get_config(self):
-        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+        return {
+            **super().get_config(),
+            "unit_forget_bias": self.unit_forget_bias,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_gated")
@@ -668,8 +675,8 @@ class GRU(_GatedRNN):
     wrap a layer with `return_gates=True` (a `ValueError` says what to do).
 """
         + _LAYER_ARGS_DOC
-        + """        reset_after: Apply the reset gate after the recurrent matmul
-            (`True`, default, cuDNN-compatible) or before (`False`).
+        + """        reset_after: Apply the reset gate after the recurrent
+            matmul (`True`, default, cuDNN-compatible) or before (`False`).
 
     Returns:
         `outputs`; with `return_state` also `h`; with `return_gates` also

@@ -91,7 +91,9 @@ def run_recurrence(
     return final, [sequences[i] for i in record_states], gates
 
 
-def _unrolled(step, projected, initial_states, mask, perturbations, record, gate_names):
+def _unrolled(
+    step, projected, initial_states, mask, perturbations, record, gate_names
+):
     states = list(initial_states)
     history, gate_history = [], []
     for t in range(projected.shape[0]):
@@ -101,9 +103,7 @@ def _unrolled(step, projected, initial_states, mask, perturbations, record, gate
             states[i] = states[i] + perturbation[t]
         history.append(states)
         gate_history.append(gates)
-    sequences = [
-        ops.stack([s[i] for s in history]) for i in range(len(states))
-    ]
+    sequences = [ops.stack([s[i] for s in history]) for i in range(len(states))]
     gates = {
         name: ops.stack([g[name] for g in gate_history]) for name in gate_names
     }
@@ -141,10 +141,3 @@ def masked_last_output(h_last, mask, zero_output_for_mask):
         return h_last
     keep = _output_keep(mask, zero_output_for_mask)[-1]
     return h_last * ops.cast(ops.expand_dims(keep, -1), h_last.dtype)
-
-
-def previous_states(initial_state, sequence):
-    """`(timesteps, batch, units)` states before each step: s_{t-1}."""
-    return ops.concatenate(
-        [ops.expand_dims(initial_state, 0), sequence[:-1]], axis=0
-    )

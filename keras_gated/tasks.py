@@ -82,7 +82,9 @@ def copy_memory(samples, length, seed=0):
 
 def copy_memory_baseline(length):
     """Cross-entropy of blanks then a uniform guess: 10 log 8 / (T + 20)."""
-    return COPY_SYMBOLS * math.log(COPY_CATEGORIES) / (length + 2 * COPY_SYMBOLS)
+    return (
+        COPY_SYMBOLS * math.log(COPY_CATEGORIES) / (length + 2 * COPY_SYMBOLS)
+    )
 
 
 def sequential_digits(seed=0):

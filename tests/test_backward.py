@@ -9,11 +9,11 @@ that depends on every output, states and gates included, in eager, graph
 and XLA execution.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 import keras_gated
 
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 7, 4, 5
@@ -39,7 +39,8 @@ def _gradients(layer, x, mask, mode):
             with layer.probe_states(probes):
                 outputs = keras.tree.flatten(layer(x, mask=mask))
             loss = sum(
-                tf.reduce_sum(tf.sin(o) * (i + 1)) for i, o in enumerate(outputs)
+                tf.reduce_sum(tf.sin(o) * (i + 1))
+                for i, o in enumerate(outputs)
             )
         wrt = [x] + layer.trainable_variables + [probes[n] for n in names]
         return outputs, tape.gradient(loss, wrt)

@@ -18,7 +18,9 @@ def _read_scalars_and_tensors(log_dir):
     tags = set()
     for root, _, files in os.walk(log_dir):
         if any(f.startswith("events.out.tfevents") for f in files):
-            accumulator = event_accumulator.EventAccumulator(root, size_guidance={})
+            accumulator = event_accumulator.EventAccumulator(
+                root, size_guidance={}
+            )
             accumulator.Reload()
             for kind in ("tensors", "scalars", "images"):
                 tags.update(accumulator.Tags()[kind])
@@ -29,9 +31,23 @@ def test_compare_adding_writes_table_figures_logs_and_models(tmp_path, capsys):
     out = tmp_path / "runs"
     code = main(
         [
-            "compare", "--task", "adding", "--length", "10", "--epochs", "1",
-            "--samples", "200", "--units", "6", "--batch-size", "50",
-            "--models", "simplernn,lstm,gated-lstm", "--out", str(out),
+            "compare",
+            "--task",
+            "adding",
+            "--length",
+            "10",
+            "--epochs",
+            "1",
+            "--samples",
+            "200",
+            "--units",
+            "6",
+            "--batch-size",
+            "50",
+            "--models",
+            "simplernn,lstm,gated-lstm",
+            "--out",
+            str(out),
             "--quiet",
         ]
     )
@@ -41,7 +57,11 @@ def test_compare_adding_writes_table_figures_logs_and_models(tmp_path, capsys):
         assert any(line.startswith(model) for line in printed.splitlines())
     assert f"tensorboard --logdir {out / 'logs' / 'adding'}" in printed
 
-    for name in ("learning_curves.png", "gradient_norms.png", "gates_heatmap.png"):
+    for name in (
+        "learning_curves.png",
+        "gradient_norms.png",
+        "gates_heatmap.png",
+    ):
         path = out / "adding" / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +87,9 @@ def test_compare_adding_writes_table_figures_logs_and_models(tmp_path, capsys):
 
     served = tf.saved_model.load(saved["saved_model"])
     serving = served.signatures["serving_default"]
-    (output,) = serving(**{list(serving.structured_input_signature[1])[0]: x}).values()
+    (output,) = serving(
+        **{list(serving.structured_input_signature[1])[0]: x}
+    ).values()
     np.testing.assert_allclose(output, model.predict(x, verbose=0), atol=1e-5)
 
 
@@ -76,9 +98,24 @@ def test_compare_other_tasks(tmp_path, task, length):
     out = tmp_path / "runs"
     code = main(
         [
-            "compare", "--task", task, "--length", str(length), "--epochs",
-            "1", "--samples", "120", "--units", "4", "--batch-size", "60",
-            "--models", "gated-gru", "--out", str(out), "--quiet",
+            "compare",
+            "--task",
+            task,
+            "--length",
+            str(length),
+            "--epochs",
+            "1",
+            "--samples",
+            "120",
+            "--units",
+            "4",
+            "--batch-size",
+            "60",
+            "--models",
+            "gated-gru",
+            "--out",
+            str(out),
+            "--quiet",
         ]
     )
     assert code == 0
@@ -126,8 +163,17 @@ def test_console_script_help_lists_every_option():
     )
     assert result.returncode == 0
     for option in (
-        "--task", "--length", "--models", "--epochs", "--units",
-        "--batch-size", "--samples", "--learning-rate", "--log-every",
-        "--seed", "--out", "--quiet",
+        "--task",
+        "--length",
+        "--models",
+        "--epochs",
+        "--units",
+        "--batch-size",
+        "--samples",
+        "--learning-rate",
+        "--log-every",
+        "--seed",
+        "--out",
+        "--quiet",
     ):
         assert option in result.stdout
