@@ -113,11 +113,14 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
             zi, zf, zg, zo = tf.split(z, 4, axis=1)
             i, f, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.sigmoid(zo)
             g = tf.tanh(zg)
-            c_new = f * c + i * g
-            h_new = o * tf.tanh(c_new)
+            # Probes enter where the cell computes the states: c_t before
+            # h_t = o_t * tanh(c_t); at a masked step, the carried states.
+            offset_c, offset_h = _read(probe_c, t), _read(probe_h, t)
+            c_new = _plus(f * c + i * g, offset_c)
+            h_new = _plus(o * tf.tanh(c_new), offset_h)
             keep = _keep(mask_ta, t)
-            c_new = _plus(_where(keep, c_new, c), _read(probe_c, t))
-            h_new = _plus(_where(keep, h_new, h), _read(probe_h, t))
+            c_new = _where(keep, c_new, _plus(c, offset_c))
+            h_new = _where(keep, h_new, _plus(h, offset_h))
             gates = [_where(keep, v, tf.zeros_like(v)) for v in (i, f, g, o)]
             values = [h_new, c_new] + gates
             tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
@@ -136,9 +139,8 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
             d_seq = list(d_sequences)
             h_prev_all = _previous(h0, h_seq)
             c_prev_all = _previous(c0, c_seq)
-            c_new_all = c_seq - probe["cell"] if "cell" in probe else c_seq
             gate_seqs = (i_seq, f_seq, g_seq, o_seq)
-            reads = [_unstack(s) for s in gate_seqs + (c_prev_all, c_new_all)]
+            reads = [_unstack(s) for s in gate_seqs + (c_prev_all, c_seq)]
             upstream = [_optional_unstack(d) for d in d_seq]
             dz_tas = _arrays(1, projected[0], timesteps)
             dprobe_tas = _arrays(len(names), h0, timesteps)
@@ -148,14 +150,16 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
             def back(t, dh, dc, dz_tas, dprobe_tas):
                 dh = _plus(dh, _read(upstream[0], t))
                 dc = _plus(dc, _read(upstream[1], t))
-                totals = {"hidden": dh, "cell": dc}
+                i, f, g, o, c_prev, c_t = (r.read(t) for r in reads)
+                keep = _keep(mask_back, t)
+                tc = tf.tanh(c_t)
+                do = _plus(dh * tc, _read(upstream[5], t))
+                # dL/dc_t in total: onwards through c, and into h_t.
+                dct = dc + dh * o * (1 - tc * tc)
+                totals = {"hidden": dh, "cell": _where(keep, dct, dc)}
                 dprobe_tas = tuple(
                     ta.write(t, totals[n]) for ta, n in zip(dprobe_tas, names)
                 )
-                i, f, g, o, c_prev, c_new = (r.read(t) for r in reads)
-                tc = tf.tanh(c_new)
-                do = _plus(dh * tc, _read(upstream[5], t))
-                dct = dc + dh * o * (1 - tc * tc)
                 di = _plus(dct * g, _read(upstream[2], t))
                 df = _plus(dct * c_prev, _read(upstream[3], t))
                 dg = _plus(dct * i, _read(upstream[4], t))
@@ -168,7 +172,6 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
                     ],
                     axis=1,
                 )
-                keep = _keep(mask_back, t)
                 dz = _where(keep, dz, tf.zeros_like(dz))
                 dh_prev = _where(keep, tf.matmul(dz, kernel_t), dh)
                 dc_prev = _where(keep, dct * f, dc)
@@ -250,9 +253,10 @@ def gru(
             else:
                 rh = r * h
                 n = tf.tanh(xh + tf.matmul(rh, kernel_h))
-            h_new = z * h + (1 - z) * n
+            offset_h = _read(probe_h, t)
+            h_new = _plus(z * h + (1 - z) * n, offset_h)
             keep = _keep(mask_ta, t)
-            h_new = _plus(_where(keep, h_new, h), _read(probe_h, t))
+            h_new = _where(keep, h_new, _plus(h, offset_h))
             gates = [_where(keep, v, tf.zeros_like(v)) for v in (z, r, n)]
             values = [h_new] + gates + [rh]
             tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))

@@ -13,10 +13,10 @@ accumulators grew faster than linearly in the sequence length; the local
 recomputation keeps time and memory linear, and the step stays the cell's
 own, whatever its activations, dropout or masking.
 
-The gradient flowing into the state at step t is exactly dL/ds_t, the total
-derivative through the recurrence and everything after the layer: it is
-returned as the gradient of the optional `perturbations` (zero tensors
-added to the states after each step); that is how the per-timestep
+The optional `perturbations` are tensors the cell adds to its states as
+it computes them (zeros change nothing); their gradient, taken by the same
+local differentiation, is the total derivative dL/ds_t through the
+recurrence and everything after the layer. That is how the per-timestep
 gradient norms dL/dh_t and dL/dc_t are measured.
 """
 
@@ -56,9 +56,10 @@ def _forward(
 
     def body(t, states, state_tas, gate_tas):
         mask_t = None if mask_ta is None else mask_ta.read(t)
-        new_states, gates = step(inputs_ta.read(t), mask_t, list(states))
-        for i, ta in enumerate(perturbation_tas):
-            new_states[i] = new_states[i] + ta.read(t)
+        offsets = [ta.read(t) for ta in perturbation_tas] or None
+        new_states, gates = step(
+            inputs_ta.read(t), mask_t, list(states), offsets
+        )
         state_tas = tuple(
             ta.write(t, state) for ta, state in zip(state_tas, new_states)
         )
@@ -88,7 +89,7 @@ def _backward(
     gate_names,
     upstream,
     variables,
-    n_perturbations,
+    perturbations,
 ):
     """Reverse loop: gradients of the inputs, initial states, perturbations
     and variables, given `upstream` = (d final states, d state sequences,
@@ -106,9 +107,9 @@ def _backward(
     ]
     gate_grad_tas = [None if d is None else _unstack(d) for d in d_gates]
     d_inputs_ta = _sequence_array(projected[0], timesteps)
+    perturbation_tas = [_unstack(p) for p in perturbations]
     d_perturbation_tas = tuple(
-        _sequence_array(initial_states[i], timesteps)
-        for i in range(n_perturbations)
+        _sequence_array(p[0], timesteps) for p in perturbations
     )
     d_variables = tuple(tf.zeros_like(v) for v in variables)
 
@@ -117,16 +118,13 @@ def _backward(
             d if ta is None else d + ta.read(t)
             for d, ta in zip(d_states, sequence_grad_tas)
         ]
-        d_perturbation_tas = tuple(
-            ta.write(t, d_states[i]) for i, ta in enumerate(d_perturbation_tas)
-        )
         x_t = inputs_ta.read(t)
         mask_t = None if mask_ta is None else mask_ta.read(t)
         previous = [ta.read(t) for ta in previous_tas]
-        targets, target_grads = [], []
+        offsets = [ta.read(t) for ta in perturbation_tas]
         with tf.GradientTape() as tape:
-            tape.watch([x_t] + previous)
-            new_states, gates = step(x_t, mask_t, previous)
+            tape.watch([x_t] + previous + offsets)
+            new_states, gates = step(x_t, mask_t, previous, offsets or None)
         targets = list(new_states)
         target_grads = list(d_states)
         for name, ta in zip(gate_names, gate_grad_tas):
@@ -135,15 +133,19 @@ def _backward(
                 target_grads.append(ta.read(t))
         grads = tape.gradient(
             targets,
-            [x_t] + previous + list(variables),
+            [x_t] + previous + offsets + list(variables),
             output_gradients=target_grads,
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
-        n = len(previous)
+        n, k = len(previous), len(offsets)
         d_inputs_ta = d_inputs_ta.write(t, grads[0])
+        d_perturbation_tas = tuple(
+            ta.write(t, g)
+            for ta, g in zip(d_perturbation_tas, grads[1 + n : 1 + n + k])
+        )
         d_variables = tuple(
             acc + tf.cast(g, acc.dtype)
-            for acc, g in zip(d_variables, grads[1 + n :])
+            for acc, g in zip(d_variables, grads[1 + n + k :])
         )
         return (
             t - 1,
@@ -178,13 +180,13 @@ def while_loop(
 ):
     """Runs the recurrence; see `recurrence.run_recurrence`.
 
-    `step(x_t, mask_t, states) -> (new_states, gates)`, with `gates` keyed
+    `step(x_t, mask_t, states, offsets) -> (new_states, gates)`, with
+    `offsets` None or the perturbations at step t, and `gates` keyed
     by `gate_names`. Returns `(final_states, state_sequences,
     gate_sequences)`; the state sequences are empty unless `record`, the
     gates or perturbations asked for them.
     """
     n_states = len(initial_states)
-    n_perturbations = len(perturbations)
     if not (record or gate_names or perturbations):
         final, _, _ = _forward(
             step, projected, initial_states, mask, [], False, ()
@@ -194,14 +196,9 @@ def while_loop(
     @tf.custom_gradient
     def recurrence(projected, *tensors):
         initial = list(tensors[:n_states])
+        probes = list(tensors[n_states:])
         final, sequences, gates = _forward(
-            step,
-            projected,
-            initial,
-            mask,
-            list(tensors[n_states:]),
-            True,
-            gate_names,
+            step, projected, initial, mask, probes, True, gate_names
         )
 
         def grad(*upstream, variables=()):
@@ -220,7 +217,7 @@ def while_loop(
                 gate_names,
                 (d_final, d_sequences, d_gates),
                 list(variables),
-                n_perturbations,
+                probes,
             )
             return [d_inputs, *d_initial, *d_perturbations], d_variables
 

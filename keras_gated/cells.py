@@ -406,13 +406,16 @@ class LSTMCell(_GatedCell):
 
         return bias_initializer
 
-    def step(self, projected, states, recurrent_mask=None):
+    def step(self, projected, states, recurrent_mask=None, offsets=None):
         """One timestep from the input projection and the previous states.
 
         Args:
             projected: `(batch, 4 * units)` from `project_inputs`.
             states: `[h_prev, c_prev]`.
             recurrent_mask: None, or the recurrent dropout mask(s).
+            offsets: None, or `[h_offset, c_offset]` added to h_t and c_t
+                as they are computed (c_t before h_t = o_t * tanh(c_t)):
+                the probes of `keras_gated.LSTM.probe_states`.
 
         Returns:
             `(h, [h, c], gates)` with `gates` a dict of the four gate
@@ -428,7 +431,11 @@ class LSTMCell(_GatedCell):
         candidate = self.activation(blocks["candidate"])
         output_gate = self.recurrent_activation(blocks["output"])
         c = forget_gate * c_prev + input_gate * candidate
+        if offsets is not None:
+            c = c + offsets[1]
         h = output_gate * self.activation(c)
+        if offsets is not None:
+            h = h + offsets[0]
         gates = {
             "input": input_gate,
             "forget": forget_gate,
@@ -522,13 +529,14 @@ class GRUCell(_GatedCell):
             return self.bias
         return self.bias[0]
 
-    def step(self, projected, states, recurrent_mask=None):
+    def step(self, projected, states, recurrent_mask=None, offsets=None):
         """One timestep from the input projection and the previous state.
 
         Args:
             projected: `(batch, 3 * units)` from `project_inputs`.
             states: `[h_prev]` or `h_prev`.
             recurrent_mask: None, or the recurrent dropout mask(s).
+            offsets: None, or `[h_offset]` added to h_t.
 
         Returns:
             `(h, new_states, gates)` with `gates` keyed by
@@ -561,6 +569,8 @@ class GRUCell(_GatedCell):
             )
         candidate = self.activation(x["candidate"] + recurrent_candidate)
         h = update_gate * h_prev + (1 - update_gate) * candidate
+        if offsets is not None:
+            h = h + offsets[0]
         gates = {
             "update": update_gate,
             "reset": reset_gate,

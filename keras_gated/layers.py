@@ -320,8 +320,8 @@ class _GatedRNN(keras.layers.Layer):
             for name in self.state_names[:count]:
                 perturbations.append(probes.get(name, zeros))
 
-        def step(x_t, states):
-            return self.cell.step(x_t, states, recurrent_mask)
+        def step(x_t, states, offsets):
+            return self.cell.step(x_t, states, recurrent_mask, offsets)
 
         states, recorded, gates = run_recurrence(
             step,

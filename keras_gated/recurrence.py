@@ -48,8 +48,9 @@ def run_recurrence(
     """Runs `step_fn` over time.
 
     Args:
-        step_fn: `(x_t, states) -> (output, new_states, gates)`, a cell's
-            `step` with its recurrent dropout bound.
+        step_fn: `(x_t, states, offsets) -> (output, new_states, gates)`,
+            a cell's `step` with its recurrent dropout bound; `offsets` is
+            None or a list of tensors the cell adds to its new states.
         projected: `(timesteps, batch, features)`, time-major and already
             in processing order (reversed by the caller for go_backwards).
         initial_states: list of `(batch, units)` tensors.
@@ -58,8 +59,9 @@ def run_recurrence(
         record_states: indices of the states to record after every step.
         record_gates: names of the gates to record at every step.
         perturbations: tensors `(timesteps, batch, units)`, one per leading
-            state, added to that state after each step (zeros leave the
-            result unchanged; their gradient is dL/ds_t).
+            state: at step t the cell adds them to the states it computes
+            (to the carried states at a masked step). Zeros leave the
+            result unchanged; their gradient is the total dL/ds_t.
 
     Returns:
         `(final_states, states, gates)`: `states` a list of
@@ -68,9 +70,13 @@ def run_recurrence(
         `record_gates`, zero at masked steps.
     """
 
-    def step(x_t, mask_t, states):
-        _, new_states, gates = step_fn(x_t, states)
+    def step(x_t, mask_t, states, offsets):
+        _, new_states, gates = step_fn(x_t, states, offsets)
         gates = {name: gates[name] for name in record_gates}
+        if offsets is not None:
+            states = [s + o for s, o in zip(states, offsets)] + list(
+                states[len(offsets) :]
+            )
         return masked_update(mask_t, new_states, states, gates)
 
     if unroll:
@@ -98,9 +104,8 @@ def _unrolled(
     history, gate_history = [], []
     for t in range(projected.shape[0]):
         mask_t = None if mask is None else mask[t]
-        states, gates = step(projected[t], mask_t, states)
-        for i, perturbation in enumerate(perturbations):
-            states[i] = states[i] + perturbation[t]
+        offsets = [p[t] for p in perturbations] if perturbations else None
+        states, gates = step(projected[t], mask_t, states, offsets)
         history.append(states)
         gate_history.append(gates)
     sequences = [ops.stack([s[i] for s in history]) for i in range(len(states))]

@@ -2,8 +2,9 @@
 
 The unrolled Python loop (`unroll=True`) is differentiated by TensorFlow
 op by op, the independent reference; the while loop (`unroll=False`) uses
-`keras_gated._tf_loop`'s recomputing backward pass whenever sequences are
-recorded. Both must give the same outputs and the same gradients for the
+the analytic backward pass of `keras_gated._tf_fused` for the standard
+activations, and `keras_gated._tf_loop`'s recomputing backward pass for
+others. Both must give the same outputs and the same gradients for the
 inputs, the weights, and the state probes (dL/dh_t, dL/dc_t), with a loss
 that depends on every output, states and gates included, in eager, graph
 and XLA execution.
@@ -58,6 +59,9 @@ def _gradients(layer, x, mask, mode):
         (keras_gated.LSTM, {}),
         (keras_gated.GRU, {"reset_after": True}),
         (keras_gated.GRU, {"reset_after": False}),
+        # Not the fast path's activations: the generic loop's backward pass.
+        (keras_gated.LSTM, {"recurrent_activation": "hard_sigmoid"}),
+        (keras_gated.GRU, {"activation": "softsign"}),
     ],
 )
 @pytest.mark.parametrize(
