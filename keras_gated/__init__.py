@@ -1,5 +1,6 @@
 """keras_gated: explicit LSTM and GRU layers for Keras 3 that show their gates."""
 
+from keras_gated.callbacks import TimestepGradientLogger
 from keras_gated.cells import GRUCell
 from keras_gated.cells import LSTMCell
 from keras_gated.export import export_saved_model
@@ -27,6 +28,7 @@ __all__ = [
     "LSTMCell",
     "LSTM_GATES",
     "LSTM_SEQUENCES",
+    "TimestepGradientLogger",
     "export_saved_model",
     "load_saved_model",
     "gate_outputs",

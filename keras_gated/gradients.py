@@ -85,6 +85,11 @@ def _compute_loss(model, x, y, y_pred, sample_weight, training):
     )
 
 
+def _graph(tensor):
+    # None for eager tensors, whose `graph` raises AttributeError.
+    return getattr(tensor, "graph", None)
+
+
 def _norm_over_time(gradient):
     """L2 norm over every axis but the time axis 1, safe from overflow."""
     axes = [0] + list(range(2, gradient.shape.rank))
@@ -125,7 +130,11 @@ def gradient_norm_tensors(
             else:
                 sequences = kwargs["sequences"]
             probes = perturbations.get(name)
-            if probes is None:
+            # A layer may first be called in a scratch graph (Keras builds
+            # a subclassed model symbolically): probes belong to one graph.
+            if probes is None or _graph(probes["inputs"]) is not _graph(
+                sequences
+            ):
                 probes = {"inputs": tf.zeros_like(sequences)}
                 batch, timesteps = (
                     tf.shape(sequences)[0],
@@ -169,8 +178,13 @@ def gradient_norm_tensors(
     }
 
 
-class _PreservedState:
-    """Restores metric and stateful-layer variables changed by a probe."""
+class PreservedState:
+    """Context manager restoring what a probe's forward pass may change.
+
+    Saves the variables of the model's metrics and the states of the
+    stateful layers among `named_layers` on entry, and assigns them back on
+    exit.
+    """
 
     def __init__(self, model, named_layers):
         self.variables = [v for m in model.metrics for v in m.variables]
@@ -179,9 +193,7 @@ class _PreservedState:
                 self.variables.extend(keras.tree.flatten(layer.states))
 
     def __enter__(self):
-        self.values = [
-            keras.ops.convert_to_numpy(v.value) for v in self.variables
-        ]
+        self.values = [v.numpy() for v in self.variables]
         return self
 
     def __exit__(self, *exc_info):
@@ -198,6 +210,74 @@ def check_compiled(model):
             "so its loss can be computed as fit computes it. Received: "
             f"model={model.name!r}, which is not compiled"
         )
+
+
+def _as_tensors(structure):
+    return tf.nest.map_structure(
+        lambda value: None if value is None else tf.convert_to_tensor(value),
+        structure,
+    )
+
+
+def probe_function(model, named_layers, gate_statistics=True):
+    """A compiled probe for repeated measurements on batches of one shape.
+
+    Compiles, with `tf.function`, what `timestep_gradients` and
+    `keras_gated.gate_outputs` compute, in one call: after the first call
+    (which traces), each call costs about a forward and a backward pass
+    in graph mode. Like `timestep_gradients`, it leaves the model's
+    metrics and the states of its stateful layers as they were.
+
+    Args:
+        model: A compiled `keras.Model`.
+        named_layers: `(name, layer)` pairs from `select_layers`.
+        gate_statistics: Also return the gates of the LSTM/GRU layers
+            among `named_layers`.
+
+    Returns:
+        A function `(x, y, sample_weight) -> (norms, gates, masks)` of
+        NumPy values: `norms` as `timestep_gradients` returns them;
+        `gates` and `masks` as `gate_outputs(..., return_masks=True)`
+        returns them, restricted to `named_layers` (empty dicts without
+        `gate_statistics`).
+    """
+    gated = {
+        name for name, layer in named_layers if inspection.has_gates(layer)
+    }
+    gated = gated if gate_statistics else set()
+
+    def probe(x, y, sample_weight):
+        norms = gradient_norm_tensors(
+            model, x, y, named_layers, sample_weight=sample_weight
+        )
+        if not gated:
+            return norms, {}, {}
+        gates, masks = inspection.gate_outputs(model, x, return_masks=True)
+        gates = {
+            key: value
+            for key, value in gates.items()
+            if key.rsplit("/", 1)[0] in gated
+        }
+        masks = {name: masks[name] for name in gated if name in masks}
+        return norms, gates, masks
+
+    # Without AutoGraph, tracing takes a fraction of the time, and nothing
+    # is lost: Keras does not convert layers' `call` with it either.
+    compiled = tf.function(probe, autograph=False)
+    for name, layer in named_layers:
+        if name in gated and layer.built:
+            inspection.cached_twin(layer)
+
+    def run(x, y=None, sample_weight=None):
+        with PreservedState(model, named_layers):
+            results = compiled(
+                _as_tensors(x), _as_tensors(y), _as_tensors(sample_weight)
+            )
+        return tf.nest.map_structure(
+            lambda value: None if value is None else value.numpy(), results
+        )
+
+    return run
 
 
 def timestep_gradients(
@@ -258,7 +338,7 @@ def timestep_gradients(
     """
     check_compiled(model)
     named = select_layers(model, layers)
-    with _PreservedState(model, named):
+    with PreservedState(model, named):
         norms = gradient_norm_tensors(
             model, x, y, named, sample_weight=sample_weight, training=training
         )

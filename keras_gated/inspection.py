@@ -32,6 +32,8 @@ import weakref
 import keras
 from keras import ops
 
+from keras_gated.gates import GRU_GATES
+from keras_gated.gates import LSTM_GATES
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 
@@ -104,6 +106,17 @@ def has_gates(layer):
     return _twin_class(layer) is not None
 
 
+def gate_names(layer):
+    """The gate names of an LSTM/GRU layer (ours or Keras'), else `()`.
+
+    `keras_gated.LSTM_GATES` for an LSTM, `GRU_GATES` for a GRU.
+    """
+    twin_class = _twin_class(layer)
+    if twin_class is None:
+        return ()
+    return LSTM_GATES if twin_class is LSTM else GRU_GATES
+
+
 def _twin_class(layer):
     if isinstance(layer, (LSTM, keras.layers.LSTM)):
         return LSTM
@@ -174,7 +187,20 @@ def _build_twin(twin_class, layer):
 _TWINS = weakref.WeakKeyDictionary()
 
 
-def _synced_twin(layer):
+def cached_twin(layer):
+    """The gate twin that `gate_outputs` uses for `layer`, in sync.
+
+    Created on first use and kept for as long as `layer` lives; every call
+    assigns it the layer's current weights (traceable). Creating it before
+    tracing a function that calls `gate_outputs` spares that function a
+    second trace (the first one would create the twin's variables).
+
+    Args:
+        layer: A built LSTM or GRU, ours or Keras'.
+
+    Returns:
+        The twin, as `gate_twin` builds it.
+    """
     twin = _TWINS.get(layer)
     if twin is None:
         twin = _TWINS[layer] = _build_twin(_twin_class(layer), layer)
@@ -284,9 +310,9 @@ def gate_outputs(model, inputs, mask=None, return_masks=False):
     masks = {}
 
     def make_hook(name, layer):
-        twin = _synced_twin(layer)
-
         def hook(call, *args, **kwargs):
+            # Keras has built the layer by now, also in an unbuilt model.
+            twin = cached_twin(layer)
             sequences, initial_state, layer_mask, _ = call_arguments(
                 args, kwargs
             )

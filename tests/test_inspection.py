@@ -276,3 +276,24 @@ def test_inspect_gates_returns_nested_numpy_dicts():
 def test_inspect_gates_ignores_recurrent_layers_without_gates():
     model = keras.Sequential([keras.Input((5, 2)), keras.layers.SimpleRNN(3)])
     assert keras_gated.inspect_gates(model, np.zeros((1, 5, 2))) == {}
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.lstm = keras.layers.LSTM(3, name="lstm")
+
+    def call(self, x):
+        return self.lstm(x)
+
+
+def test_inspect_gates_of_an_unbuilt_subclassed_model():
+    model = Subclassed()
+    x = np.random.default_rng(7).normal(size=(2, 4, 2)).astype("float32")
+
+    gates = keras_gated.inspect_gates(model, x)
+
+    expected = numpy_lstm_gates(x, *model.lstm.get_weights())
+    np.testing.assert_allclose(
+        gates["lstm"]["input"], expected["input"], atol=1e-5
+    )

@@ -1,0 +1,543 @@
+"""`TimestepGradientLogger`: the vanishing gradient, watched in TensorBoard.
+
+The callback computes; `keras_gated.summaries` writes. At the logging
+frequency the callback runs the plain functions `timestep_gradients` and
+`gate_outputs` on a fixed probe batch, reduces their arrays to the
+statistics below, and hands dicts of arrays to a `summaries.SummaryWriter`.
+TensorFlow-specific modules are imported on first use.
+"""
+
+import math
+import numbers
+import warnings
+
+import keras
+import numpy as np
+
+from keras_gated import inspection
+
+_ACTIVATION_RANGES = {
+    "sigmoid": (0.0, 1.0),
+    "hard_sigmoid": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+}
+_QUANTITY_SYMBOLS = {"inputs": "x_t", "hidden": "h_t", "cell": "c_t"}
+
+
+def _check_frequency(name, value):
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"{name} must be None or a positive integer. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _describe(structure):
+    return keras.tree.map_structure(
+        lambda value: tuple(getattr(value, "shape", ())), structure
+    )
+
+
+class TimestepGradientLogger(keras.callbacks.Callback):
+    """Logs per-timestep gradient norms and gate statistics to TensorBoard.
+
+    At a fixed frequency, the callback takes a fixed probe batch and
+    computes, for every recurrent layer of the model (Keras' `SimpleRNN`,
+    `LSTM`, `GRU`, `RNN`, both halves of a `Bidirectional`, ours), how
+    strongly the training loss depends on each timestep
+    (`keras_gated.timestep_gradients`: ||dL/dx_t||, and for our layers
+    ||dL/dh_t||, ||dL/dc_t||, over the input's time axis), and for every
+    LSTM and GRU, ours or built-in, the mean gate activations
+    (`keras_gated.gate_outputs`). It writes to an event file in `log_dir`:
+
+    - Tensors (for scripts), one per logged step, shape `(timesteps,)`:
+      `timestep_gradients/<layer>/inputs`, `.../hidden`, `.../cell`; and
+      `gate_mean/<layer>/<gate>`, the mean activation per timestep (over
+      the unmasked entries). Read them with TensorBoard's
+      `EventAccumulator(log_dir, size_guidance={"tensors": 0})` (0 keeps
+      every step) and `tf.make_ndarray(event.tensor_proto)`; TensorBoard's
+      dashboards do not show raw tensors.
+    - Scalars tab: `gradient_norm/<layer>/<quantity>/first` and `/last`,
+      the norm at the first and the last timestep;
+      `gradient_decay/<layer>/<quantity>`, `log10(last / first)`, how many
+      orders of magnitude the gradient loses on its way back through the
+      sequence; `gate_saturation/<layer>/<gate>`, the fraction of gate
+      activations within `saturation` of either end of the gate's range
+      (for a sigmoid gate with the default 0.05: below 0.05 or above 0.95);
+      `nonfinite`, the number of NaN or infinite norms in the step.
+    - Images tab: `gradient_heatmap/<layer>`, a panel per quantity with the
+      norm (log colour scale, legend in orders of magnitude) over
+      timesteps (x) and logged steps (y); `gradient_profile/<layer>`, the
+      norms of the latest step against the timestep, log y axis;
+      `gate_heatmap/<layer>`, a panel per gate with its mean activation
+      over timesteps and logged steps.
+
+    The step of every summary is the number of training batches seen
+    (`model.optimizer.iterations`), so resuming training (a second `fit`,
+    or `fit(initial_epoch=...)` on a restored model) continues the step
+    axis; if the optimizer starts afresh with `initial_epoch > 0`, the step
+    starts at `initial_epoch * steps_per_epoch`. A step is never written
+    twice. The probe is measured once before the first training step too,
+    so the first row shows the untrained model. Probing never changes
+    the model: weights, metrics and the states of stateful layers are left
+    as they were; dropout is off during the probe.
+
+    Reading the decay. The norms depend on the data as much as on the
+    layer. At initialisation, with standard-normal inputs of 16 features
+    over T = 100 timesteps (16 units), a `SimpleRNN`'s tanh units saturate
+    and its input gradient falls by ~20 orders of magnitude from the last
+    timestep to the first, an LSTM's by ~10 (its forget gates start near
+    sigmoid(1) = 0.73): the vanishing gradient, and the LSTM's cure for
+    it. With a single small input feature (e.g. uniform in [0, 1]) the
+    orthogonally initialised `SimpleRNN` hardly saturates and can decay
+    less than an untrained LSTM. `gate_mean/<layer>/forget` shows where
+    the forget gates sit as training goes on.
+
+    Writers are opened on the first write, flushed after every write (an
+    interrupted `fit` leaves every event written so far readable) and
+    closed at the end of training. The images are drawn in a background
+    thread while training goes on (matplotlib's Agg backend, figures
+    reused from step to step); `on_train_end` waits for them, and
+    `flush()` does so on demand. Works with Sequential, Functional and
+    nested models, masking, and under `tf.distribute.MirroredStrategy`.
+
+    Models without a recurrent layer, probes that do not fit the model
+    and unwritable `log_dir`s raise a `ValueError` in `on_train_begin`,
+    before any training step. A non-finite gradient is logged as NaN or
+    Inf, counted in `nonfinite` and reported with a warning; it never
+    stops training.
+
+    Args:
+        log_dir: Directory for the event file. Give it its own directory
+            (e.g. `"logs/gradients"` next to `keras.callbacks.TensorBoard`'s
+            `"logs"`) so TensorBoard shows it as a run of its own.
+        probe: The fixed batch: a tuple `(x, y)` or `(x, y, sample_weight)`
+            of arrays or tensors as `fit` takes them, or `x` alone for a
+            model that needs no targets; or a `tf.data.Dataset`,
+            `keras.utils.PyDataset` or other iterable of such batches, of
+            which the first batch is taken once. A few dozen sequences
+            suffice; the probe's cost grows with its size.
+        epoch_freq: Log at the end of every `epoch_freq` epochs; `None` for
+            never. Default: 1.
+        batch_freq: Log after every `batch_freq` training batches (counted
+            over the whole training, as the step is); `None` for never.
+            Default: `None`.
+        layers: `None` for every recurrent layer, or a list of layer names
+            as `keras_gated.recurrent_layers` reports them (e.g.
+            `"bidi/backward"`).
+        gate_statistics: Also log the gate statistics of LSTM and GRU
+            layers. Default: `True`.
+        images: Also render and write the images (matplotlib needed).
+            Default: `True`.
+        saturation: Float in (0, 0.5), the fraction of a gate's range at
+            either end that counts as saturated. Default: 0.05.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((100, 2)),
+    ...     keras_gated.LSTM(32, name="lstm"),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> logger = keras_gated.TimestepGradientLogger(
+    ...     "logs/gradients", probe=(x_train[:32], y_train[:32]))
+    >>> model.fit(x_train, y_train, epochs=10, callbacks=[logger])
+    >>> # tensorboard --logdir logs
+    """
+
+    def __init__(
+        self,
+        log_dir,
+        probe,
+        epoch_freq=1,
+        batch_freq=None,
+        layers=None,
+        gate_statistics=True,
+        images=True,
+        saturation=0.05,
+    ):
+        super().__init__()
+        if probe is None:
+            raise ValueError(
+                "probe must be a batch (x, y) or a dataset to take one from. "
+                "Received: probe=None"
+            )
+        self.log_dir = str(log_dir)
+        self.probe = probe
+        self.epoch_freq = _check_frequency("epoch_freq", epoch_freq)
+        self.batch_freq = _check_frequency("batch_freq", batch_freq)
+        if epoch_freq is None and batch_freq is None:
+            raise ValueError(
+                "epoch_freq and batch_freq cannot both be None: the callback "
+                "would never log. Received: epoch_freq=None, batch_freq=None"
+            )
+        if layers is not None and isinstance(layers, str):
+            layers = [layers]
+        self.layers = None if layers is None else list(layers)
+        self.gate_statistics = bool(gate_statistics)
+        self.images = bool(images)
+        if (
+            isinstance(saturation, bool)
+            or not isinstance(saturation, numbers.Real)
+            or not 0.0 < saturation < 0.5
+        ):
+            raise ValueError(
+                "saturation must be a float in (0, 0.5). "
+                f"Received: saturation={saturation!r}"
+            )
+        self.saturation = float(saturation)
+        self._writer = None
+        self._batch = None
+        self._named_layers = None
+        self._history = {}
+        self._last_step = -1
+        self._step_offset = None
+        self._pending = None
+        self._probe_fn = None
+        self._probe_key = None
+        self._renderer = None
+        self._rendering = []
+        self._figures = {}
+
+    # Set-up and checks, before any training step.
+
+    def on_train_begin(self, logs=None):
+        from keras_gated import gradients
+        from keras_gated import summaries
+
+        self._named_layers = gradients.select_layers(self.model, self.layers)
+        gradients.check_compiled(self.model)
+        if self._batch is None:
+            self._batch = self._take_batch(self.probe)
+        self._check_probe()
+        summaries.check_writable(self.log_dir)
+        if self.images:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise ValueError(
+                    "images=True needs matplotlib to draw the images: "
+                    "`pip install matplotlib`, or pass images=False. "
+                    "Received: images=True"
+                ) from None
+        if self._writer is None:
+            self._writer = summaries.SummaryWriter(self.log_dir)
+        key = (id(self.model), [id(layer) for _, layer in self._named_layers])
+        if self._probe_key != key:
+            self._probe_fn = gradients.probe_function(
+                self.model, self._named_layers, self.gate_statistics
+            )
+            self._probe_key = key
+        self._step_offset = None
+        self._pending = self._measure()
+
+    def _take_batch(self, probe):
+        if isinstance(probe, tuple):
+            batch = probe
+        elif isinstance(probe, keras.utils.PyDataset):
+            batch = probe[0]
+        elif isinstance(probe, (list, dict, np.ndarray)) or hasattr(
+            probe, "shape"
+        ):
+            batch = (probe,)
+        else:
+            try:
+                batch = next(iter(probe))
+            except (TypeError, StopIteration):
+                raise ValueError(
+                    "probe must be a tuple (x, y[, sample_weight]), an array "
+                    "x, or a non-empty dataset or iterable of batches. "
+                    f"Received: probe of type {type(probe).__name__}"
+                ) from None
+        if not isinstance(batch, tuple):
+            batch = (batch,)
+        if not 1 <= len(batch) <= 3:
+            raise ValueError(
+                "probe must be (x,), (x, y) or (x, y, sample_weight). "
+                f"Received: a tuple of {len(batch)} elements"
+            )
+        return keras.utils.unpack_x_y_sample_weight(batch)
+
+    def _check_probe(self):
+        x, y, _ = self._batch
+        inputs = getattr(self.model, "inputs", None)
+        if not inputs:
+            return
+        given = keras.tree.flatten(x)
+        expected = [tuple(i.shape) for i in inputs]
+        fits = len(given) == len(expected) and all(
+            len(getattr(value, "shape", ())) == len(shape)
+            and all(
+                want is None or have == want
+                for have, want in zip(value.shape, shape, strict=True)
+            )
+            for value, shape in zip(given, expected, strict=True)
+        )
+        if not fits:
+            raise ValueError(
+                f"probe must fit the model's inputs of shapes {expected}. "
+                f"Received: probe x of shapes {_describe(x)}, y of shapes "
+                f"{_describe(y)}"
+            )
+
+    # When to log.
+
+    def _iterations(self):
+        # `.numpy()`: under a tf.distribute strategy it is a MirroredVariable,
+        # which int() does not take.
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _step(self):
+        return self._iterations() + (self._step_offset or 0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._step_offset is None:
+            # A fresh optimizer under fit(initial_epoch=...) counts from 0;
+            # continue the step axis from where those epochs would end.
+            iterations = self._iterations()
+            steps = self.params.get("steps") if self.params else None
+            self._step_offset = 0
+            if epoch > 0 and steps and iterations < epoch * steps:
+                self._step_offset = epoch * steps - iterations
+        if self._pending is not None:
+            step = self._step()
+            if step > self._last_step:
+                self._write(step, self._pending)
+            self._pending = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.batch_freq is None:
+            return
+        step = self._step()
+        if step % self.batch_freq == 0:
+            self._log(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.epoch_freq is not None and (epoch + 1) % self.epoch_freq == 0:
+            self._log(self._step())
+
+    def on_train_end(self, logs=None):
+        self.flush()
+        if self._renderer is not None:
+            self._renderer.shutdown()
+            self._renderer = None
+        if self._writer is not None:
+            self._writer.close()
+
+    def flush(self):
+        """Waits for the images still being rendered, then flushes.
+
+        Tensors and scalars are on disk as soon as a step is logged; the
+        images are drawn in a background thread so that training does not
+        wait for matplotlib. `on_train_end` calls this; call it yourself to
+        read the images of a `fit` that was interrupted.
+        """
+        while self._rendering:
+            self._rendering.pop(0).result()
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _log(self, step):
+        if step > self._last_step:
+            self._write(step, self._measure())
+
+    # What to log: arrays from the plain functions, reduced to statistics.
+
+    def _measure(self):
+        x, y, sample_weight = self._batch
+        norms, outputs, masks = self._probe_fn(x, y, sample_weight)
+        gates = {
+            name: self._gate_statistics(name, layer, outputs, masks)
+            for name, layer in self._named_layers
+            if name in masks
+        }
+        return norms, gates
+
+    def _gate_statistics(self, name, layer, outputs, masks):
+        mask = masks.get(name)
+        statistics = {}
+        for gate in inspection.gate_names(layer):
+            values = outputs[f"{name}/{gate}"]
+            if mask is None:
+                valid = np.ones(values.shape[:2], bool)
+            else:
+                valid = np.asarray(mask, bool)
+            weights = valid[..., None] * np.ones_like(values)
+            counts = weights.sum(axis=(0, 2))
+            sums = (values * weights).sum(axis=(0, 2))
+            mean = np.where(
+                counts > 0, sums / np.maximum(counts, 1), np.nan
+            ).astype("float32")
+            activation = (
+                layer.activation
+                if gate == "candidate"
+                else (layer.recurrent_activation)
+            )
+            saturated = math.nan
+            value_range = _ACTIVATION_RANGES.get(
+                keras.activations.serialize(activation)
+            )
+            if value_range is not None and weights.sum() > 0:
+                low, high = value_range
+                margin = self.saturation * (high - low)
+                outside = (values < low + margin) | (values > high - margin)
+                saturated = float((outside * weights).sum() / weights.sum())
+            statistics[gate] = (mean, saturated, value_range)
+        return statistics
+
+    def _write(self, step, measured):
+        norms, gates = measured
+        tensors, scalars = {}, {}
+        nonfinite = []
+        for name, layer_norms in norms.items():
+            for quantity, values in layer_norms.items():
+                values = np.asarray(values, dtype="float32")
+                tensors[f"timestep_gradients/{name}/{quantity}"] = values
+                first, last = float(values[0]), float(values[-1])
+                scalars[f"gradient_norm/{name}/{quantity}/first"] = first
+                scalars[f"gradient_norm/{name}/{quantity}/last"] = last
+                scalars[f"gradient_decay/{name}/{quantity}"] = _log10_ratio(
+                    last, first
+                )
+                count = int(np.sum(~np.isfinite(values)))
+                if count:
+                    nonfinite.append(f"{name}/{quantity} ({count})")
+                self._remember(f"gradients/{name}/{quantity}", step, values)
+        for name, statistics in gates.items():
+            for gate, (mean, saturated, _) in statistics.items():
+                tensors[f"gate_mean/{name}/{gate}"] = mean
+                if not math.isnan(saturated):
+                    scalars[f"gate_saturation/{name}/{gate}"] = saturated
+                self._remember(f"gates/{name}/{gate}", step, mean)
+        scalars["nonfinite"] = sum(
+            int(np.sum(~np.isfinite(values)))
+            for tag, values in tensors.items()
+            if tag.startswith("timestep_gradients/")
+        )
+        self._writer.tensors(
+            tensors,
+            step,
+            description="Per-timestep vector, shape (timesteps,), in the "
+            "input's time order.",
+        )
+        self._writer.scalars(scalars, step)
+        if self.images:
+            self._render_in_background(step, norms, gates)
+        self._last_step = step
+        if nonfinite:
+            warnings.warn(
+                f"TimestepGradientLogger: non-finite gradient norms at step "
+                f"{step} in {', '.join(nonfinite)}; logged as NaN/Inf and "
+                "counted in the 'nonfinite' scalar.",
+                stacklevel=2,
+            )
+
+    def _remember(self, key, step, values):
+        steps, rows = self._history.setdefault(key, ([], []))
+        steps.append(step)
+        rows.append(values)
+
+    def _render_in_background(self, step, norms, gates):
+        import concurrent.futures
+
+        finished = [job for job in self._rendering if job.done()]
+        for job in finished:
+            self._rendering.remove(job)
+            job.result()
+        if self._renderer is None:
+            self._renderer = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="TimestepGradientLogger"
+            )
+        # The worker gets copies: the history grows while it draws.
+        gradient_panels = {
+            name: {
+                quantity: list(self._history[f"gradients/{name}/{quantity}"][1])
+                for quantity in layer_norms
+            }
+            for name, layer_norms in norms.items()
+        }
+        gate_panels = {
+            name: {
+                gate: (
+                    list(self._history[f"gates/{name}/{gate}"][1]),
+                    value_range,
+                )
+                for gate, (_, _, value_range) in statistics.items()
+            }
+            for name, statistics in gates.items()
+        }
+        steps = list(self._history[next(iter(self._history))][0])
+        self._rendering.append(
+            self._renderer.submit(
+                self._render_and_write,
+                step,
+                steps,
+                norms,
+                gradient_panels,
+                gate_panels,
+            )
+        )
+
+    def _render_and_write(self, step, steps, norms, gradient_panels, gates):
+        # Runs in the worker thread, the only one that touches the figures.
+        from keras_gated import summaries
+
+        images = {}
+        for name, panels in gradient_panels.items():
+            labels = {q: f"||dL/d{_QUANTITY_SYMBOLS[q]}||" for q in panels}
+            tag = f"gradient_heatmap/{name}"
+            if tag not in self._figures:
+                self._figures[tag] = summaries.Heatmap(
+                    labels.values(),
+                    title=f"{name}: gradient norm per timestep",
+                    colorbar_label="norm",
+                    log_scale=True,
+                )
+            images[tag] = self._figures[tag].render(
+                {labels[q]: np.stack(rows) for q, rows in panels.items()},
+                steps,
+            )
+            tag = f"gradient_profile/{name}"
+            if tag not in self._figures:
+                self._figures[tag] = summaries.LinePlot(
+                    labels.values(), ylabel="norm"
+                )
+            images[tag] = self._figures[tag].render(
+                {labels[q]: values for q, values in norms[name].items()},
+                title=f"{name}: gradient norm per timestep at step {step}",
+            )
+        for name, panels in gates.items():
+            tag = f"gate_heatmap/{name}"
+            if tag not in self._figures:
+                self._figures[tag] = summaries.Heatmap(
+                    panels,
+                    title=f"{name}: mean gate activation per timestep",
+                    colorbar_label="mean",
+                    value_ranges={
+                        gate: value_range
+                        for gate, (_, value_range) in panels.items()
+                        if value_range is not None
+                    },
+                )
+            images[tag] = self._figures[tag].render(
+                {gate: np.stack(rows) for gate, (rows, _) in panels.items()},
+                steps,
+            )
+        self._writer.images(images, step)
+
+
+def _log10_ratio(numerator, denominator):
+    if not (
+        math.isfinite(numerator)
+        and math.isfinite(denominator)
+        and numerator > 0
+        and denominator > 0
+    ):
+        return math.nan
+    return math.log10(numerator) - math.log10(denominator)

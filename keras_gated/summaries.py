@@ -1,0 +1,346 @@
+"""A tiny TensorBoard writer: NumPy arrays in, summaries out.
+
+`SummaryWriter` writes scalars, tensors and images to an event file under a
+directory, opening its file on the first write and flushing after every
+write, so everything written survives a crash of the process. `heatmap`
+and `line_plot` render arrays into RGB images with matplotlib's Agg
+backend (no display needed). The module knows nothing of Keras; TensorFlow
+and matplotlib are imported on first use.
+"""
+
+import os
+import uuid
+
+import numpy as np
+
+TENSOR_PLUGIN = "keras_gated"
+"""Plugin name in the metadata of the raw tensor summaries."""
+
+
+def check_writable(log_dir):
+    """Creates `log_dir` if needed and checks that files can be written there.
+
+    Args:
+        log_dir: A local path or a URL that `tf.io.gfile` understands.
+
+    Raises:
+        ValueError: if the directory cannot be created or written.
+    """
+    import tensorflow as tf
+
+    probe = os.path.join(str(log_dir), f".write_test_{uuid.uuid4().hex}")
+    try:
+        tf.io.gfile.makedirs(str(log_dir))
+        with tf.io.gfile.GFile(probe, "w") as handle:
+            handle.write("")
+        tf.io.gfile.remove(probe)
+    except (OSError, tf.errors.OpError) as error:
+        raise ValueError(
+            "log_dir must be a directory that can be created and written. "
+            f"Received: log_dir={str(log_dir)!r} ({error})"
+        ) from None
+
+
+class SummaryWriter:
+    """Writes dicts of arrays as TensorBoard summaries under `log_dir`.
+
+    Args:
+        log_dir: Directory of the event file (one TensorBoard run).
+
+    Example:
+
+    >>> writer = SummaryWriter("/tmp/run")
+    >>> writer.scalars({"decay": 3.5}, step=10)
+    >>> writer.tensors({"norms": np.ones(20)}, step=10)
+    >>> writer.images({"plot": line_plot(np.ones(20), title="norms")}, step=10)
+    >>> writer.close()
+    """
+
+    def __init__(self, log_dir):
+        self.log_dir = str(log_dir)
+        self._writer = None
+
+    def _file_writer(self):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
+
+    def scalars(self, values, step):
+        """Writes `{tag: number}` as scalar summaries at `step`."""
+        import tensorflow as tf
+
+        with self._file_writer().as_default(step=int(step)):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, float(value))
+        self.flush()
+
+    def tensors(self, values, step, description=""):
+        """Writes `{tag: array}` as raw tensor summaries at `step`.
+
+        The arrays keep their shape and dtype; read them back with
+        TensorBoard's `EventAccumulator(...).Tensors(tag)` and
+        `tf.make_ndarray`. Their metadata names the plugin
+        `TENSOR_PLUGIN`: TensorBoard's dashboards do not show raw tensors
+        (its HTTP API serves scalars, images and histograms only).
+        """
+        import tensorflow as tf
+        from tensorboard.compat.proto import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata(
+            summary_description=description,
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(
+                plugin_name=TENSOR_PLUGIN
+            ),
+        )
+        with self._file_writer().as_default(step=int(step)):
+            for tag, value in values.items():
+                tf.summary.write(tag, np.asarray(value), metadata=metadata)
+        self.flush()
+
+    def images(self, values, step):
+        """Writes `{tag: (height, width, 3) uint8 array}` as images."""
+        import tensorflow as tf
+
+        with self._file_writer().as_default(step=int(step)):
+            for tag, image in values.items():
+                tf.summary.image(tag, np.asarray(image)[None], max_outputs=1)
+        self.flush()
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self):
+        """Closes the event file; a later write opens a new one."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # A fixed layout: tight_layout would cost as much as the drawing.
+    figure = Figure(figsize=(width, height), dpi=80)
+    figure.subplots_adjust(left=0.12, right=0.95, bottom=0.16, top=0.9)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _to_rgb(figure):
+    figure.canvas.draw()
+    return np.ascontiguousarray(
+        np.asarray(figure.canvas.buffer_rgba())[..., :3]
+    )
+
+
+def _positive_range(values):
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.size == 0:
+        return 1e-12, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+        low, high = low / 10.0, high * 10.0
+    return low, high
+
+
+def _finite_range(values):
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _plain_log_ticks(axis):
+    # Plain "1e-05" labels at a few decades: matplotlib's default "10^k"
+    # labels go through its TeX parser, which costs most of the drawing.
+    from matplotlib import ticker
+
+    axis.set_major_locator(ticker.LogLocator(numticks=8))
+    axis.set_minor_locator(ticker.NullLocator())
+    axis.set_major_formatter(ticker.FuncFormatter(_plain_exponent))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _plain_exponent(value, _):
+    return f"{value:.0e}"
+
+
+class Heatmap:
+    """Matrices as heatmaps, one panel each with a colour legend.
+
+    The figure is built once and redrawn with new data on every `render`,
+    which costs a fraction of building it: keep one `Heatmap` per image
+    that is rendered again and again. Not thread-safe; render from one
+    thread.
+
+    Args:
+        panels: Names of the panels, drawn top to bottom.
+        title: Figure title.
+        row_label, column_label: Axis labels.
+        colorbar_label: Label of each panel's colour legend.
+        log_scale: Logarithmic colour scale. Non-positive values then show
+            in the "bad" colour, grey, like NaN and infinity always do.
+        value_ranges: Optional dict `{panel: (vmin, vmax)}`; a panel
+            without one spans its data's range (positive range with
+            `log_scale`) at each render.
+
+    Example:
+
+    >>> heatmap = Heatmap(["inputs"], "norms", log_scale=True)
+    >>> image = heatmap.render({"inputs": np.ones((3, 20))}, rows=[0, 5, 10])
+    >>> image.dtype, image.ndim
+    (dtype('uint8'), 3)
+    """
+
+    def __init__(
+        self,
+        panels,
+        title,
+        row_label="step",
+        column_label="timestep",
+        colorbar_label="",
+        log_scale=False,
+        value_ranges=None,
+    ):
+        from matplotlib import colormaps
+        from matplotlib import colors
+
+        self.panels = list(panels)
+        self.log_scale = log_scale
+        self.value_ranges = dict(value_ranges or {})
+        height = 0.8 + 2.2 * len(self.panels)
+        self.figure = _figure(6.4, height)
+        self.figure.suptitle(title, fontsize=10)
+        self.figure.subplots_adjust(
+            left=0.12,
+            right=0.97,
+            bottom=0.5 / height,
+            top=1 - 0.6 / height,
+            hspace=0.45,
+        )
+        cmap = colormaps["viridis"].with_extremes(bad="0.6")
+        self.images = {}
+        self.colorbars = {}
+        for index, name in enumerate(self.panels):
+            axes = self.figure.add_subplot(len(self.panels), 1, index + 1)
+            norm = colors.LogNorm(1e-12, 1) if log_scale else None
+            image = axes.imshow(
+                np.full((1, 1), np.nan),
+                aspect="auto",
+                interpolation="nearest",
+                origin="lower",
+                cmap=cmap,
+                norm=norm,
+            )
+            axes.set_ylabel(row_label)
+            axes.set_title(name, fontsize=9)
+            if index == len(self.panels) - 1:
+                axes.set_xlabel(column_label)
+            self.colorbars[name] = self.figure.colorbar(
+                image, ax=axes, label=colorbar_label
+            )
+            self.images[name] = image
+
+    def render(self, panels, rows):
+        """Draws `{panel: 2D array}` (a row per entry of `rows`).
+
+        Returns:
+            A `(height, width, 3)` uint8 RGB image.
+        """
+        from matplotlib import ticker
+
+        rows = [str(row) for row in rows]
+        ticks = np.unique(
+            np.linspace(0, len(rows) - 1, min(len(rows), 5)).round()
+        )
+        for name in self.panels:
+            matrix = np.asarray(panels[name], dtype="float64")
+            value_range = self.value_ranges.get(name)
+            if self.log_scale:
+                value_range = value_range or _positive_range(matrix)
+                matrix = np.where(matrix > 0, matrix, np.nan)
+            else:
+                value_range = value_range or _finite_range(matrix)
+            image = self.images[name]
+            image.set_data(matrix)
+            image.set_clim(*value_range)
+            image.set_extent(
+                (-0.5, matrix.shape[1] - 0.5, -0.5, len(rows) - 0.5)
+            )
+            image.axes.set_yticks(ticks, [rows[int(i)] for i in ticks])
+            if self.log_scale:
+                colorbar = self.colorbars[name]
+                colorbar.locator = ticker.LogLocator(numticks=8)
+                colorbar.formatter = ticker.FuncFormatter(_plain_exponent)
+                colorbar.minorticks_off()
+        return _to_rgb(self.figure)
+
+
+class LinePlot:
+    """Vectors against their index as lines, e.g. a norm per timestep.
+
+    Like `Heatmap`, the figure is built once and redrawn on every
+    `render`. Non-finite values (and, with `log_scale`, non-positive ones)
+    are left out of the lines.
+
+    Args:
+        lines: Labels of the lines; a legend names them when there are
+            several.
+        xlabel, ylabel: Axis labels.
+        log_scale: Logarithmic y axis. Default: `True`.
+    """
+
+    def __init__(self, lines, xlabel="timestep", ylabel="", log_scale=True):
+        self.figure = _figure(6.4, 3.2)
+        self.axes = self.figure.add_subplot()
+        self.log_scale = log_scale
+        self.lines = {
+            label: self.axes.plot(
+                [], [], marker=".", markersize=3, label=label
+            )[0]
+            for label in lines
+        }
+        if len(self.lines) > 1:
+            self.axes.legend(fontsize=8)
+        self.axes.set_xlabel(xlabel)
+        self.axes.set_ylabel(ylabel)
+        self.axes.grid(True, which="major", alpha=0.3)
+
+    def render(self, lines, title=""):
+        """Draws `{label: 1D array}` under `title`.
+
+        Returns:
+            A `(height, width, 3)` uint8 RGB image.
+        """
+        any_shown = False
+        for label, line in self.lines.items():
+            values = np.asarray(lines[label], dtype="float64")
+            shown = np.where(np.isfinite(values), values, np.nan)
+            if self.log_scale:
+                shown = np.where(shown > 0, shown, np.nan)
+            any_shown = any_shown or bool(np.any(np.isfinite(shown)))
+            line.set_data(np.arange(values.size), shown)
+        if self.log_scale and any_shown:
+            self.axes.set_yscale("log")
+            _plain_log_ticks(self.axes.yaxis)
+        else:
+            self.axes.set_yscale("linear")
+        self.axes.relim()
+        self.axes.autoscale_view()
+        self.axes.set_title(title, fontsize=10)
+        return _to_rgb(self.figure)
+
+
+def heatmap(panels, rows, title, **kwargs):
+    """Renders `{panel: 2D array}` once; see `Heatmap` for the arguments."""
+    return Heatmap(list(panels), title, **kwargs).render(panels, rows)
+
+
+def line_plot(lines, title, **kwargs):
+    """Renders `{label: 1D array}` once; see `LinePlot` for the arguments."""
+    return LinePlot(list(lines), **kwargs).render(lines, title)
