@@ -1,4 +1,4 @@
-"""keras_gated: explicit LSTM and GRU layers for Keras 3 that show their gates."""
+"""keras_gated: explicit LSTM and GRU layers for Keras 3 that show gates."""
 
 from keras_gated.callbacks import TimestepGradientLogger
 from keras_gated.cells import GRUCell

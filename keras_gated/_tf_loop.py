@@ -22,6 +22,8 @@ gradient norms dL/dh_t and dL/dc_t are measured.
 
 import tensorflow as tf
 
+from keras_gated._tf_fused import connected
+
 
 def _unstack(tensor):
     return tf.TensorArray(
@@ -103,9 +105,11 @@ def _backward(
         for init, seq in zip(initial_states, sequences)
     ]
     sequence_grad_tas = [
-        None if d is None else _unstack(d) for d in d_sequences
+        None if d is None else _unstack(d) for d in map(connected, d_sequences)
     ]
-    gate_grad_tas = [None if d is None else _unstack(d) for d in d_gates]
+    gate_grad_tas = [
+        None if d is None else _unstack(d) for d in map(connected, d_gates)
+    ]
     d_inputs_ta = _sequence_array(projected[0], timesteps)
     perturbation_tas = [_unstack(p) for p in perturbations]
     d_perturbation_tas = tuple(

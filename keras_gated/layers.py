@@ -383,7 +383,16 @@ class _GatedRNN(keras.layers.Layer):
         projected = self.cell.project_inputs(inputs, input_mask)
 
         probes = self._probe_tensors()
-        if not self.unroll and _tf_fused.supports(self.cell, recurrent_mask):
+        # Only the last state needed: TensorFlow's own gradient of the plain
+        # loop is fastest. Sequences recorded: the fast path's analytic
+        # backward pass (linear in time under XLA, where autodiff of a loop
+        # that records sequences was not).
+        records = self.return_sequences or self.return_gates or probes
+        if (
+            records
+            and not self.unroll
+            and _tf_fused.supports(self.cell, recurrent_mask)
+        ):
             states, sequences = self._fused(
                 projected, initial_state, mask, probes
             )
