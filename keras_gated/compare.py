@@ -215,7 +215,11 @@ def run_comparison(settings, callbacks_for=None):
         log_dir = os.path.join(settings.out, "logs", settings.task, model_name)
         callbacks = [evaluator, keras.callbacks.TensorBoard(log_dir)]
         if callbacks_for is not None:
-            callbacks += callbacks_for(model_name, log_dir, (x_probe, y_probe))
+            callbacks += callbacks_for(
+                model_name,
+                os.path.join(log_dir, "gradients"),
+                (x_probe, y_probe),
+            )
         if settings.verbose:
             print(f"\n== {settings.task}, T={length}: {model_name}")
         keras.utils.set_random_seed(settings.seed)
