@@ -160,10 +160,16 @@ def _compile(model, task, settings):
 
 
 def _decay(norms):
-    """log10(norm at the last step / norm at the first step)."""
+    """log10(norm at the last step / norm at the first step).
+
+    Infinite when the first step's gradient underflowed to zero (a fully
+    vanished gradient); NaN when a norm is not finite.
+    """
     first, last = float(norms[0]), float(norms[-1])
-    if not (first > 0 and math.isfinite(first) and math.isfinite(last)):
+    if not (math.isfinite(first) and math.isfinite(last)):
         return float("nan")
+    if first == 0.0:
+        return float("inf") if last > 0 else float("nan")
     return math.log10(last / first)
 
 
@@ -357,10 +363,17 @@ def plot_results(results, out_dir):
                 interpolation="nearest",
             )
             for marker in example["markers"]:
-                axis.axvline(marker, color="red", lw=1.5)
+                # Above the panel, so the gate values stay visible.
+                axis.annotate(
+                    "",
+                    xy=(marker, -0.5),
+                    xytext=(marker, -0.5 - 0.12 * len(example[name][0])),
+                    arrowprops={"arrowstyle": "->", "color": "red", "lw": 2},
+                    annotation_clip=False,
+                )
             axis.set_ylabel(f"{name} gate\nunit")
             figure.colorbar(image, ax=axis)
-        axes[-1].set_xlabel("timestep (red: marked values)")
+        axes[-1].set_xlabel("timestep (red arrows: the two marked values)")
         figure.suptitle(f"{r['model']} gates on one adding-problem sequence")
         paths.append(_save_figure(figure, out_dir, "gates_heatmap.png"))
     return paths
