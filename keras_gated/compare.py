@@ -301,8 +301,8 @@ def format_table(results):
     for r in results:
         steps = "-" if r["steps_to_beat"] is None else str(r["steps_to_beat"])
         lines.append(
-            f"{r['model']:11} {r['metric']:>8} {r['final']:8.4f} "
-            f"{r['baseline']:8.4f} {'yes' if r['beats_baseline'] else 'no':>5} "
+            f"{r['model']:11} {r['metric']:>8} {r['final']:8.3g} "
+            f"{r['baseline']:8.3g} {'yes' if r['beats_baseline'] else 'no':>5} "
             f"{steps:>13} {r['seconds_per_epoch']:8.2f} "
             f"{r['decay_start']:10.2f} {r['decay_end']:9.2f}"
         )
