@@ -227,7 +227,7 @@ def run_comparison(settings, callbacks_for=None):
                 (x_probe, y_probe),
             )
         if settings.verbose:
-            print(f"\n== {settings.task}, T={length}: {model_name}")
+            print(f"\n== {settings.task}, {length} steps: {model_name}")
         keras.utils.set_random_seed(settings.seed)
         start = time.perf_counter()
         model.fit(
