@@ -15,10 +15,10 @@ $(STAMP): setup.cfg pyproject.toml
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The adding problem at T=50: SimpleRNN, LSTM, GRU and our two layers.
+# The adding problem at T=100: SimpleRNN, LSTM, GRU and our two layers.
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/keras-gated compare --task adding \
-		--length 50 --epochs 12 --samples 6000 --units 32 \
+		--length 100 --epochs 20 --samples 6000 --units 32 \
 		--learning-rate 0.01 --out runs/demo
 
 quickstart: $(STAMP)
