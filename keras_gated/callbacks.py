@@ -134,6 +134,10 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             layers. Default: `True`.
         images: Also render and write the images (matplotlib needed).
             Default: `True`.
+        image_freq: Draw the images at every `image_freq`-th log (and at
+            the first and the last); drawing takes ~0.25 s of CPU, measuring
+            ~0.07 s. Tensors and scalars are written at every log.
+            Default: 10.
         saturation: Float in (0, 0.5), the fraction of a gate's range at
             either end that counts as saturated. Default: 0.05.
 
@@ -161,6 +165,7 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         gate_statistics=True,
         images=True,
         saturation=0.05,
+        image_freq=10,
     ):
         super().__init__()
         if probe is None:
@@ -182,6 +187,12 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         self.layers = None if layers is None else list(layers)
         self.gate_statistics = bool(gate_statistics)
         self.images = bool(images)
+        self.image_freq = _check_frequency("image_freq", image_freq)
+        if image_freq is None:
+            raise ValueError(
+                "image_freq must be a positive integer. Received: "
+                "image_freq=None (pass images=False for no images)"
+            )
         if (
             isinstance(saturation, bool)
             or not isinstance(saturation, numbers.Real)
@@ -204,6 +215,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         self._renderer = None
         self._rendering = []
         self._figures = {}
+        self._logs_written = 0
+        self._unrendered = None
 
     # Set-up and checks, before any training step.
 
@@ -335,9 +348,13 @@ class TimestepGradientLogger(keras.callbacks.Callback):
 
         Tensors and scalars are on disk as soon as a step is logged; the
         images are drawn in a background thread so that training does not
-        wait for matplotlib. `on_train_end` calls this; call it yourself to
+        wait for matplotlib, at every `image_freq`-th log; this also draws
+        those of the latest log. `on_train_end` calls this; call it yourself to
         read the images of a `fit` that was interrupted.
         """
+        if self._unrendered is not None:
+            self._render_in_background(*self._unrendered)
+            self._unrendered = None
         while self._rendering:
             self._rendering.pop(0).result()
         if self._writer is not None:
@@ -428,7 +445,14 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         )
         self._writer.scalars(scalars, step)
         if self.images:
-            self._render_in_background(step, norms, gates)
+            # Drawing costs more than measuring: every image_freq-th log,
+            # the first (the untrained model) and the last.
+            if self._logs_written % self.image_freq == 0:
+                self._render_in_background(step, norms, gates)
+                self._unrendered = None
+            else:
+                self._unrendered = (step, norms, gates)
+        self._logs_written += 1
         self._last_step = step
         if nonfinite:
             warnings.warn(

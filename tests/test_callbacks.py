@@ -353,7 +353,9 @@ def test_nonfinite_gradients_are_counted_and_training_goes_on(tmp_path):
     weights = model.get_weights()
     weights[0][0, 0] = np.inf
     model.set_weights(weights)
-    logger = keras_gated.TimestepGradientLogger(tmp_path, (x[:4], y[:4]))
+    logger = keras_gated.TimestepGradientLogger(
+        tmp_path, (x[:4], y[:4]), image_freq=1
+    )
 
     with pytest.warns(UserWarning, match="non-finite gradient norms"):
         history = model.fit(
@@ -387,7 +389,9 @@ class InterruptAfter(keras.callbacks.Callback):
 def test_an_interrupted_fit_leaves_its_events_readable(tmp_path):
     model = lstm_model()
     x, y = data()
-    logger = keras_gated.TimestepGradientLogger(tmp_path, (x[:4], y[:4]))
+    logger = keras_gated.TimestepGradientLogger(
+        tmp_path, (x[:4], y[:4]), image_freq=1
+    )
 
     with pytest.raises(Interrupt):
         model.fit(
@@ -605,3 +609,19 @@ def test_a_real_tensorboard_server_serves_the_tags(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_images_every_image_freq_logs_and_at_the_first_and_last(tmp_path):
+    model = lstm_model()
+    x, y = data()
+    logger = keras_gated.TimestepGradientLogger(
+        tmp_path, (x[:4], y[:4]), image_freq=3
+    )
+    model.fit(x, y, batch_size=8, epochs=5, callbacks=[logger], verbose=0)
+
+    events = read_events(tmp_path)
+    logged = sorted(series(events, "timestep_gradients/lstm/inputs"))
+    assert len(logged) == 6  # before training, then after each epoch
+    images = sorted(series(events, "gradient_heatmap/lstm"))
+    # Logs 0 and 3 by the frequency, log 5 as the last one.
+    assert images == [logged[0], logged[3], logged[5]]
