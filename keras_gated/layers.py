@@ -251,7 +251,7 @@ class _GatedRNN(keras.layers.Layer):
 
     @contextlib.contextmanager
     def probe_states(self, perturbations):
-        """Adds tensors to the states after every step, while active.
+        """Adds tensors to the states at every step, while active.
 
         The instrument behind the per-timestep gradient norms: with zero
         `perturbations` the outputs are unchanged, and the gradient of a
@@ -263,7 +263,11 @@ class _GatedRNN(keras.layers.Layer):
             perturbations: dict mapping state names (`"hidden"`, and
                 `"cell"` for the LSTM) to tensors or variables of shape
                 `(batch, timesteps, units)`, in the input's time order
-                (also with `go_backwards=True`).
+                (also with `go_backwards=True`). The cell adds them where it
+                computes the states (c_t before h_t = o_t * tanh(c_t)); at
+                a masked step, to the carried-over states, so dL/dh_t at a
+                padded step is the gradient of the state carried through
+                it, not zero.
 
         Example:
 
