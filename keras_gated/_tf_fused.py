@@ -31,17 +31,22 @@ def supports(cell, recurrent_mask):
     )
 
 
-def _unstack(tensor):
+def unstack(tensor):
+    """A TensorArray holding `tensor`'s slices along its first axis."""
     return tf.TensorArray(
         tensor.dtype, size=tf.shape(tensor)[0], element_shape=tensor.shape[1:]
     ).unstack(tensor)
 
 
-def _arrays(count, template, size):
-    return tuple(
-        tf.TensorArray(template.dtype, size=size, element_shape=template.shape)
-        for _ in range(count)
+def sequence_array(template, size):
+    """An empty TensorArray of `size` elements shaped like `template`."""
+    return tf.TensorArray(
+        template.dtype, size=size, element_shape=template.shape
     )
+
+
+def _arrays(count, template, size):
+    return tuple(sequence_array(template, size) for _ in range(count))
 
 
 def _previous(initial, sequence):
@@ -64,7 +69,7 @@ def _plus(value, extra):
 
 
 def _optional_unstack(tensor):
-    return None if tensor is None else _unstack(tensor)
+    return None if tensor is None else unstack(tensor)
 
 
 def connected(gradient):
@@ -119,7 +124,7 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
     def recurrence(projected, h0, c0, kernel, *probes):
         probe = dict(zip(names, probes))
         timesteps = tf.shape(projected)[0]
-        x_ta = _unstack(projected)
+        x_ta = unstack(projected)
         mask_ta = _optional_unstack(mask)
         probe_h = _optional_unstack(probe.get("hidden"))
         probe_c = _optional_unstack(probe.get("cell"))
@@ -156,7 +161,7 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
             h_prev_all = _previous(h0, h_seq)
             c_prev_all = _previous(c0, c_seq)
             gate_seqs = (i_seq, f_seq, g_seq, o_seq)
-            reads = [_unstack(s) for s in gate_seqs + (c_prev_all, c_seq)]
+            reads = [unstack(s) for s in gate_seqs + (c_prev_all, c_seq)]
             upstream = [_optional_unstack(connected(d)) for d in d_seq]
             dz_tas = _arrays(1, projected[0], timesteps)
             dprobe_tas = _arrays(len(names), h0, timesteps)
@@ -250,7 +255,7 @@ def gru(
         bias = rest[0] if has_bias else None
         probe = dict(zip(names, rest[1:] if has_bias else rest))
         timesteps = tf.shape(projected)[0]
-        x_ta = _unstack(projected)
+        x_ta = unstack(projected)
         mask_ta = _optional_unstack(mask)
         probe_h = _optional_unstack(probe.get("hidden"))
         kernel_zr, kernel_h = kernel[:, : 2 * units], kernel[:, 2 * units :]
@@ -290,7 +295,7 @@ def gru(
             d_seq = list(d_sequences)
             h_prev_all = _previous(h0, h_seq)
             reads = [
-                _unstack(s) for s in (z_seq, r_seq, n_seq, rh_seq, h_prev_all)
+                unstack(s) for s in (z_seq, r_seq, n_seq, rh_seq, h_prev_all)
             ]
             upstream = [_optional_unstack(connected(d)) for d in d_seq]
             dx_tas = _arrays(1, projected[0], timesteps)

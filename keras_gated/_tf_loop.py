@@ -23,18 +23,8 @@ gradient norms dL/dh_t and dL/dc_t are measured.
 import tensorflow as tf
 
 from keras_gated._tf_fused import connected
-
-
-def _unstack(tensor):
-    return tf.TensorArray(
-        tensor.dtype, size=tf.shape(tensor)[0], element_shape=tensor.shape[1:]
-    ).unstack(tensor)
-
-
-def _sequence_array(template, size):
-    return tf.TensorArray(
-        template.dtype, size=size, element_shape=template.shape
-    )
+from keras_gated._tf_fused import sequence_array
+from keras_gated._tf_fused import unstack
 
 
 def _forward(
@@ -43,17 +33,17 @@ def _forward(
     """The loop: final states, every state's sequence (when `record`), the
     gate sequences."""
     timesteps = tf.shape(projected)[0]
-    inputs_ta = _unstack(projected)
-    mask_ta = None if mask is None else _unstack(mask)
-    perturbation_tas = [_unstack(p) for p in perturbations]
+    inputs_ta = unstack(projected)
+    mask_ta = None if mask is None else unstack(mask)
+    perturbation_tas = [unstack(p) for p in perturbations]
     template = initial_states[0]
     state_tas = (
-        tuple(_sequence_array(state, timesteps) for state in initial_states)
+        tuple(sequence_array(state, timesteps) for state in initial_states)
         if record
         else ()
     )
     gate_tas = {
-        name: _sequence_array(template, timesteps) for name in gate_names
+        name: sequence_array(template, timesteps) for name in gate_names
     }
 
     def body(t, states, state_tas, gate_tas):
@@ -98,22 +88,22 @@ def _backward(
     d gate sequences)."""
     d_final, d_sequences, d_gates = upstream
     timesteps = tf.shape(projected)[0]
-    inputs_ta = _unstack(projected)
-    mask_ta = None if mask is None else _unstack(mask)
+    inputs_ta = unstack(projected)
+    mask_ta = None if mask is None else unstack(mask)
     previous_tas = [
-        _unstack(tf.concat([init[None], seq[:-1]], axis=0))
+        unstack(tf.concat([init[None], seq[:-1]], axis=0))
         for init, seq in zip(initial_states, sequences)
     ]
     sequence_grad_tas = [
-        None if d is None else _unstack(d) for d in map(connected, d_sequences)
+        None if d is None else unstack(d) for d in map(connected, d_sequences)
     ]
     gate_grad_tas = [
-        None if d is None else _unstack(d) for d in map(connected, d_gates)
+        None if d is None else unstack(d) for d in map(connected, d_gates)
     ]
-    d_inputs_ta = _sequence_array(projected[0], timesteps)
-    perturbation_tas = [_unstack(p) for p in perturbations]
+    d_inputs_ta = sequence_array(projected[0], timesteps)
+    perturbation_tas = [unstack(p) for p in perturbations]
     d_perturbation_tas = tuple(
-        _sequence_array(p[0], timesteps) for p in perturbations
+        sequence_array(p[0], timesteps) for p in perturbations
     )
     d_variables = tuple(tf.zeros_like(v) for v in variables)
 
