@@ -10,16 +10,20 @@ import numbers
 import keras
 
 
-def check_units(units):
+def check_positive_int(name, value):
     if (
-        isinstance(units, bool)
-        or not isinstance(units, numbers.Integral)
-        or units <= 0
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value <= 0
     ):
         raise ValueError(
-            f"units must be a positive integer. Received: units={units!r}"
+            f"{name} must be a positive integer. Received: {name}={value!r}"
         )
-    return int(units)
+    return int(value)
+
+
+def check_units(units):
+    return check_positive_int("units", units)
 
 
 def check_rate(name, value):

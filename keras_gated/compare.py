@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from keras_gated import tasks as task_lib
+from keras_gated._validation import check_positive_int
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 
@@ -65,16 +66,7 @@ class Settings:
                 f"models={','.join(self.models)!r}"
             )
         for name in ("length", "epochs", "units", "batch_size", "samples"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"{name} must be a positive integer. "
-                    f"Received: {name}={value!r}"
-                )
+            check_positive_int(name, getattr(self, name))
         if self.task == "adding" and self.length < 2:
             raise ValueError(
                 f"length must be >= 2 for the adding problem. "

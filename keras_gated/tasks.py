@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from keras_gated._validation import check_positive_int
+
 COPY_SYMBOLS = 10
 COPY_CATEGORIES = 8
 BLANK, DELIMITER = 0, COPY_CATEGORIES + 1
@@ -40,7 +42,7 @@ def adding_problem(samples, length, seed=0):
         `(samples, 1)`. One marker lies in the first half, one in the
         second, so the dependency spans up to T steps.
     """
-    _check_positive("samples", samples)
+    check_positive_int("samples", samples)
     _check_length(length, minimum=2)
     rng = np.random.default_rng(seed)
     values = rng.uniform(0.0, 1.0, size=(samples, length))
@@ -66,7 +68,7 @@ def copy_memory(samples, length, seed=0):
         1-8 symbols, 9 delimiter), and `y` of shape `(samples, length + 20)`,
         integer targets in 0-8: blanks, then the 10 symbols at the end.
     """
-    _check_positive("samples", samples)
+    check_positive_int("samples", samples)
     _check_length(length, minimum=1)
     rng = np.random.default_rng(seed)
     total = length + 2 * COPY_SYMBOLS
@@ -168,13 +170,6 @@ def make_data(name, length, samples, seed=0):
     raise ValueError(
         f"task must be one of {TASK_NAMES}. Received: task={name!r}"
     )
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"{name} must be a positive integer. Received: {name}={value!r}"
-        )
 
 
 def _check_length(length, minimum):
