@@ -108,6 +108,149 @@ def _where(keep, new, old):
 LSTM_SEQUENCES = ("hidden", "cell", "input", "forget", "candidate", "output")
 
 
+# Whether the fast path's loops run compiled by XLA (see `_compiled`).
+# Tests switch it off to compare with the same loops run by TensorFlow.
+JIT_LOOPS = True
+
+
+def _compiled(function):
+    """`function` as a `tf.function` that XLA compiles on its own.
+
+    Inside a graph that is not compiled (Keras' default on a CPU), the loop
+    then runs as native code instead of one TensorFlow op dispatch per op
+    and step; inside a compiled graph it is inlined like any function.
+    XLA compiles once per input shape. The caller owns the gradient
+    (`tf.custom_gradient`), so the tape is cut at the call: TensorFlow
+    must not differentiate the compiled loop itself.
+    """
+    compiled = tf.function(
+        function, jit_compile=True, autograph=False, reduce_retracing=True
+    )
+
+    def call(*args):
+        if not JIT_LOOPS:
+            return function(*args)
+        return compiled(*tf.nest.map_structure(_stop, args))
+
+    return call
+
+
+def _stop(value):
+    return tf.stop_gradient(value) if tf.is_tensor(value) else value
+
+
+def _sigmoid(x):
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh, which XLA's CPU
+    backend evaluates several times faster than its sigmoid."""
+    return 0.5 * tf.tanh(0.5 * x) + 0.5
+
+
+def _lstm_gate_constants(units, dtype):
+    """Per-column `(scale, shift)` so that `scale * tanh(scale * z) + shift`
+    is sigmoid on the i, f, o blocks (scale 1/2, shift 1/2) and tanh on
+    the candidate block (scale 1, shift 0): all four in one tanh pass."""
+    half = tf.fill([units], tf.constant(0.5, dtype))
+    zero = tf.zeros([units], dtype)
+    scale = tf.concat([half, half, half + half, half], axis=0)
+    shift = tf.concat([half, half, zero, half], axis=0)
+    return scale, shift
+
+
+def _lstm_forward(projected, h0, c0, kernel, mask, probe_h, probe_c):
+    timesteps = tf.shape(projected)[0]
+    scale, shift = _lstm_gate_constants(h0.shape[-1], h0.dtype)
+    x_ta = unstack(projected)
+    mask_ta = _optional_unstack(mask)
+    probe_h = _optional_unstack(probe_h)
+    probe_c = _optional_unstack(probe_c)
+
+    def body(t, h, c, tas):
+        z = x_ta.read(t) + tf.matmul(h, kernel)
+        i, f, g, o = tf.split(scale * tf.tanh(scale * z) + shift, 4, axis=1)
+        # Probes enter where the cell computes the states: c_t before
+        # h_t = o_t * tanh(c_t); at a masked step, the carried states.
+        offset_c, offset_h = _read(probe_c, t), _read(probe_h, t)
+        c_new = _plus(f * c + i * g, offset_c)
+        h_new = _plus(o * tf.tanh(c_new), offset_h)
+        keep = _keep(mask_ta, t)
+        c_new = _where(keep, c_new, _plus(c, offset_c))
+        h_new = _where(keep, h_new, _plus(h, offset_h))
+        gates = [_where(keep, v, tf.zeros_like(v)) for v in (i, f, g, o)]
+        values = [h_new, c_new] + gates
+        tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
+        return t + 1, h_new, c_new, tas
+
+    h_last, c_last, tas = _loop(
+        body,
+        timesteps,
+        (h0, c0, _arrays(6, h0, timesteps)),
+        static_timesteps=projected.shape[0],
+    )
+    return (h_last, c_last) + tuple(ta.stack() for ta in tas)
+
+
+def _lstm_backward(
+    h0, c0, kernel, mask, sequences, dh_last, dc_last, upstream, probe_names
+):
+    h_seq, c_seq, i_seq, f_seq, g_seq, o_seq = sequences
+    timesteps = tf.shape(h_seq)[0]
+    h_prev_all = _previous(h0, h_seq)
+    c_prev_all = _previous(c0, c_seq)
+    gate_seqs = (i_seq, f_seq, g_seq, o_seq)
+    reads = [unstack(s) for s in gate_seqs + (c_prev_all, c_seq)]
+    upstream = [_optional_unstack(d) for d in upstream]
+    dz_ta = sequence_array(tf.concat([h0] * 4, axis=1), timesteps)
+    dprobe_tas = _arrays(len(probe_names), h0, timesteps)
+    kernel_t = tf.transpose(kernel)
+    mask_ta = _optional_unstack(mask)
+
+    def back(t, dh, dc, dz_ta, dprobe_tas):
+        dh = _plus(dh, _read(upstream[0], t))
+        dc = _plus(dc, _read(upstream[1], t))
+        i, f, g, o, c_prev, c_t = (r.read(t) for r in reads)
+        keep = _keep(mask_ta, t)
+        tc = tf.tanh(c_t)
+        do = _plus(dh * tc, _read(upstream[5], t))
+        # dL/dc_t in total: onwards through c, and into h_t.
+        dct = dc + dh * o * (1 - tc * tc)
+        totals = {"hidden": dh, "cell": _where(keep, dct, dc)}
+        dprobe_tas = tuple(
+            ta.write(t, totals[n]) for ta, n in zip(dprobe_tas, probe_names)
+        )
+        di = _plus(dct * g, _read(upstream[2], t))
+        df = _plus(dct * c_prev, _read(upstream[3], t))
+        dg = _plus(dct * i, _read(upstream[4], t))
+        dz = tf.concat(
+            [
+                di * i * (1 - i),
+                df * f * (1 - f),
+                dg * (1 - g * g),
+                do * o * (1 - o),
+            ],
+            axis=1,
+        )
+        dz = _where(keep, dz, tf.zeros_like(dz))
+        dh_prev = _where(keep, tf.matmul(dz, kernel_t), dh)
+        dc_prev = _where(keep, dct * f, dc)
+        return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz), dprobe_tas
+
+    dh0, dc0, dz_ta, dprobe_tas = _loop(
+        back,
+        timesteps,
+        (dh_last, dc_last, dz_ta, dprobe_tas),
+        reverse=True,
+        static_timesteps=h_seq.shape[0],
+    )
+    dz_all = dz_ta.stack()
+    d_kernel = tf.cast(_matmul_over_time(h_prev_all, dz_all), kernel.dtype)
+    d_probes = [ta.stack() for ta in dprobe_tas]
+    return [dz_all, dh0, dc0, d_kernel] + d_probes
+
+
+_lstm_forward_compiled = _compiled(_lstm_forward)
+_lstm_backward_compiled = _compiled(_lstm_backward)
+
+
 def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
     """The LSTM recurrence.
 
@@ -117,103 +260,36 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
         zero at masked steps).
     """
     perturbations = perturbations or {}
-    names = [n for n in ("hidden", "cell") if n in perturbations]
-    static_t = projected.shape[0]
+    names = tuple(n for n in ("hidden", "cell") if n in perturbations)
 
     @tf.custom_gradient
     def recurrence(projected, h0, c0, kernel, *probes):
         probe = dict(zip(names, probes))
-        timesteps = tf.shape(projected)[0]
-        x_ta = unstack(projected)
-        mask_ta = _optional_unstack(mask)
-        probe_h = _optional_unstack(probe.get("hidden"))
-        probe_c = _optional_unstack(probe.get("cell"))
-
-        def body(t, h, c, tas):
-            z = x_ta.read(t) + tf.matmul(h, kernel)
-            zi, zf, zg, zo = tf.split(z, 4, axis=1)
-            i, f, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.sigmoid(zo)
-            g = tf.tanh(zg)
-            # Probes enter where the cell computes the states: c_t before
-            # h_t = o_t * tanh(c_t); at a masked step, the carried states.
-            offset_c, offset_h = _read(probe_c, t), _read(probe_h, t)
-            c_new = _plus(f * c + i * g, offset_c)
-            h_new = _plus(o * tf.tanh(c_new), offset_h)
-            keep = _keep(mask_ta, t)
-            c_new = _where(keep, c_new, _plus(c, offset_c))
-            h_new = _where(keep, h_new, _plus(h, offset_h))
-            gates = [_where(keep, v, tf.zeros_like(v)) for v in (i, f, g, o)]
-            values = [h_new, c_new] + gates
-            tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
-            return t + 1, h_new, c_new, tas
-
-        h_last, c_last, tas = _loop(
-            body,
-            timesteps,
-            (h0, c0, _arrays(6, h0, timesteps)),
-            static_timesteps=static_t,
+        outputs = _lstm_forward_compiled(
+            projected,
+            h0,
+            c0,
+            kernel,
+            mask,
+            probe.get("hidden"),
+            probe.get("cell"),
         )
-        stacked = [ta.stack() for ta in tas]
-        h_seq, c_seq, i_seq, f_seq, g_seq, o_seq = stacked
+        sequences = outputs[2:]
 
         def grad(dh_last, dc_last, *d_sequences):
-            d_seq = list(d_sequences)
-            h_prev_all = _previous(h0, h_seq)
-            c_prev_all = _previous(c0, c_seq)
-            gate_seqs = (i_seq, f_seq, g_seq, o_seq)
-            reads = [unstack(s) for s in gate_seqs + (c_prev_all, c_seq)]
-            upstream = [_optional_unstack(connected(d)) for d in d_seq]
-            dz_tas = _arrays(1, projected[0], timesteps)
-            dprobe_tas = _arrays(len(names), h0, timesteps)
-            kernel_t = tf.transpose(kernel)
-            mask_back = _optional_unstack(mask)
-
-            def back(t, dh, dc, dz_tas, dprobe_tas):
-                dh = _plus(dh, _read(upstream[0], t))
-                dc = _plus(dc, _read(upstream[1], t))
-                i, f, g, o, c_prev, c_t = (r.read(t) for r in reads)
-                keep = _keep(mask_back, t)
-                tc = tf.tanh(c_t)
-                do = _plus(dh * tc, _read(upstream[5], t))
-                # dL/dc_t in total: onwards through c, and into h_t.
-                dct = dc + dh * o * (1 - tc * tc)
-                totals = {"hidden": dh, "cell": _where(keep, dct, dc)}
-                dprobe_tas = tuple(
-                    ta.write(t, totals[n]) for ta, n in zip(dprobe_tas, names)
-                )
-                di = _plus(dct * g, _read(upstream[2], t))
-                df = _plus(dct * c_prev, _read(upstream[3], t))
-                dg = _plus(dct * i, _read(upstream[4], t))
-                dz = tf.concat(
-                    [
-                        di * i * (1 - i),
-                        df * f * (1 - f),
-                        dg * (1 - g * g),
-                        do * o * (1 - o),
-                    ],
-                    axis=1,
-                )
-                dz = _where(keep, dz, tf.zeros_like(dz))
-                dh_prev = _where(keep, tf.matmul(dz, kernel_t), dh)
-                dc_prev = _where(keep, dct * f, dc)
-                dz_tas = (dz_tas[0].write(t, dz),)
-                return t - 1, dh_prev, dc_prev, dz_tas, dprobe_tas
-
-            dh0, dc0, dz_tas, dprobe_tas = _loop(
-                back,
-                timesteps,
-                (dh_last, dc_last, dz_tas, dprobe_tas),
-                reverse=True,
-                static_timesteps=static_t,
+            return _lstm_backward_compiled(
+                h0,
+                c0,
+                kernel,
+                mask,
+                sequences,
+                dh_last,
+                dc_last,
+                [connected(d) for d in d_sequences],
+                names,
             )
-            dz_all = dz_tas[0].stack()
-            d_kernel = tf.cast(
-                _matmul_over_time(h_prev_all, dz_all), kernel.dtype
-            )
-            d_probes = [ta.stack() for ta in dprobe_tas]
-            return [dz_all, dh0, dc0, d_kernel] + d_probes
 
-        return (h_last, c_last, *stacked), grad
+        return outputs, grad
 
     probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
     # A variable read inside would make TF ask for variable gradients:
@@ -224,6 +300,128 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
 
 
 GRU_SEQUENCES = ("hidden", "update", "reset", "candidate")
+
+
+def _gru_forward(projected, h0, kernel, bias, mask, probe_h, reset_after):
+    timesteps = tf.shape(projected)[0]
+    units = h0.shape[-1]
+    x_ta = unstack(projected)
+    mask_ta = _optional_unstack(mask)
+    probe_h = _optional_unstack(probe_h)
+    kernel_zr, kernel_h = kernel[:, : 2 * units], kernel[:, 2 * units :]
+
+    def body(t, h, tas):
+        xzr, xh = tf.split(x_ta.read(t), [2 * units, units], axis=1)
+        if reset_after:
+            rzr, rh = tf.split(
+                _plus(tf.matmul(h, kernel), bias), [2 * units, units], axis=1
+            )
+        else:
+            rzr = tf.matmul(h, kernel_zr)
+        z, r = tf.split(_sigmoid(xzr + rzr), 2, axis=1)
+        if reset_after:
+            n = tf.tanh(xh + r * rh)
+        else:
+            rh = r * h
+            n = tf.tanh(xh + tf.matmul(rh, kernel_h))
+        offset_h = _read(probe_h, t)
+        h_new = _plus(z * h + (1 - z) * n, offset_h)
+        keep = _keep(mask_ta, t)
+        h_new = _where(keep, h_new, _plus(h, offset_h))
+        gates = [_where(keep, v, tf.zeros_like(v)) for v in (z, r, n)]
+        values = [h_new] + gates + [rh]
+        tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
+        return t + 1, h_new, tas
+
+    h_last, tas = _loop(
+        body,
+        timesteps,
+        (h0, _arrays(5, h0, timesteps)),
+        static_timesteps=projected.shape[0],
+    )
+    return (h_last,) + tuple(ta.stack() for ta in tas)
+
+
+def _gru_backward(
+    h0, kernel, mask, sequences, dh_last, upstream, probe_names, reset_after
+):
+    h_seq, z_seq, r_seq, n_seq, rh_seq = sequences
+    timesteps = tf.shape(h_seq)[0]
+    units = h0.shape[-1]
+    h_prev_all = _previous(h0, h_seq)
+    reads = [unstack(s) for s in (z_seq, r_seq, n_seq, rh_seq, h_prev_all)]
+    upstream = [_optional_unstack(d) for d in upstream]
+    template = tf.concat([h0] * 3, axis=1)
+    dx_ta = sequence_array(template, timesteps)
+    drec_ta = sequence_array(template, timesteps)
+    dprobe_tas = _arrays(len(probe_names), h0, timesteps)
+    kernel_t = tf.transpose(kernel)
+    kernel_zr_t = tf.transpose(kernel[:, : 2 * units])
+    kernel_h_t = tf.transpose(kernel[:, 2 * units :])
+    mask_ta = _optional_unstack(mask)
+
+    def back(t, dh, dx_ta, drec_ta, dprobe_tas):
+        dh = _plus(dh, _read(upstream[0], t))
+        dprobe_tas = tuple(ta.write(t, dh) for ta in dprobe_tas)
+        z, r, n, rh, h_prev = (x.read(t) for x in reads)
+        dz = _plus(dh * (h_prev - n), _read(upstream[1], t))
+        dn = _plus(dh * (1 - z), _read(upstream[3], t))
+        dh_prev = dh * z
+        dan = dn * (1 - n * n)
+        if reset_after:
+            dr = _plus(dan * rh, _read(upstream[2], t))
+            drh = dan * r
+        else:
+            d_rh = tf.matmul(dan, kernel_h_t)
+            dr = _plus(d_rh * h_prev, _read(upstream[2], t))
+            dh_prev = dh_prev + d_rh * r
+        daz = dz * z * (1 - z)
+        dar = dr * r * (1 - r)
+        dx = tf.concat([daz, dar, dan], axis=1)
+        if reset_after:
+            drec = tf.concat([daz, dar, drh], axis=1)
+            rec_back = tf.matmul(drec, kernel_t)
+        else:
+            drec = dx
+            rec_back = tf.matmul(tf.concat([daz, dar], 1), kernel_zr_t)
+        keep = _keep(mask_ta, t)
+        dx = _where(keep, dx, tf.zeros_like(dx))
+        drec = _where(keep, drec, tf.zeros_like(drec))
+        dh_prev = _where(keep, dh_prev + rec_back, dh)
+        return (
+            t - 1,
+            dh_prev,
+            dx_ta.write(t, dx),
+            drec_ta.write(t, drec),
+            dprobe_tas,
+        )
+
+    dh0, dx_ta, drec_ta, dprobe_tas = _loop(
+        back,
+        timesteps,
+        (dh_last, dx_ta, drec_ta, dprobe_tas),
+        reverse=True,
+        static_timesteps=h_seq.shape[0],
+    )
+    dx_all = dx_ta.stack()
+    drec_all = drec_ta.stack()
+    if reset_after:
+        d_kernel = _matmul_over_time(h_prev_all, drec_all)
+    else:
+        d_kernel = tf.concat(
+            [
+                _matmul_over_time(h_prev_all, drec_all[..., : 2 * units]),
+                _matmul_over_time(rh_seq, drec_all[..., 2 * units :]),
+            ],
+            axis=1,
+        )
+    d_bias = tf.reduce_sum(tf.cast(drec_all, tf.float32), axis=(0, 1))
+    d_probes = [ta.stack() for ta in dprobe_tas]
+    return [dx_all, dh0, tf.cast(d_kernel, kernel.dtype), d_bias] + d_probes
+
+
+_gru_forward_compiled = _compiled(_gru_forward)
+_gru_backward_compiled = _compiled(_gru_backward)
 
 
 def gru(
@@ -245,132 +443,43 @@ def gru(
         `GRU_SEQUENCES` as `(timesteps, batch, units)` tensors.
     """
     perturbations = perturbations or {}
-    names = [n for n in ("hidden",) if n in perturbations]
+    names = tuple(n for n in ("hidden",) if n in perturbations)
     has_bias = recurrent_bias is not None
-    static_t = projected.shape[0]
-    units = h0.shape[-1]
 
     @tf.custom_gradient
     def recurrence(projected, h0, kernel, *rest):
         bias = rest[0] if has_bias else None
         probe = dict(zip(names, rest[1:] if has_bias else rest))
-        timesteps = tf.shape(projected)[0]
-        x_ta = unstack(projected)
-        mask_ta = _optional_unstack(mask)
-        probe_h = _optional_unstack(probe.get("hidden"))
-        kernel_zr, kernel_h = kernel[:, : 2 * units], kernel[:, 2 * units :]
-
-        def body(t, h, tas):
-            xz, xr, xh = tf.split(x_ta.read(t), 3, axis=1)
-            if reset_after:
-                rec = _plus(tf.matmul(h, kernel), bias)
-                rz, rr, rh = tf.split(rec, 3, axis=1)
-            else:
-                rz, rr = tf.split(tf.matmul(h, kernel_zr), 2, axis=1)
-            z = tf.sigmoid(xz + rz)
-            r = tf.sigmoid(xr + rr)
-            if reset_after:
-                n = tf.tanh(xh + r * rh)
-            else:
-                rh = r * h
-                n = tf.tanh(xh + tf.matmul(rh, kernel_h))
-            offset_h = _read(probe_h, t)
-            h_new = _plus(z * h + (1 - z) * n, offset_h)
-            keep = _keep(mask_ta, t)
-            h_new = _where(keep, h_new, _plus(h, offset_h))
-            gates = [_where(keep, v, tf.zeros_like(v)) for v in (z, r, n)]
-            values = [h_new] + gates + [rh]
-            tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
-            return t + 1, h_new, tas
-
-        h_last, tas = _loop(
-            body,
-            timesteps,
-            (h0, _arrays(5, h0, timesteps)),
-            static_timesteps=static_t,
+        outputs = _gru_forward_compiled(
+            projected,
+            h0,
+            kernel,
+            bias,
+            mask,
+            probe.get("hidden"),
+            reset_after,
         )
-        h_seq, z_seq, r_seq, n_seq, rh_seq = [ta.stack() for ta in tas]
+        sequences = outputs[1:]
 
         def grad(dh_last, *d_sequences):
-            d_seq = list(d_sequences)
-            h_prev_all = _previous(h0, h_seq)
-            reads = [
-                unstack(s) for s in (z_seq, r_seq, n_seq, rh_seq, h_prev_all)
-            ]
-            upstream = [_optional_unstack(connected(d)) for d in d_seq]
-            dx_tas = _arrays(1, projected[0], timesteps)
-            drec_tas = _arrays(1, projected[0], timesteps)
-            dprobe_tas = _arrays(len(names), h0, timesteps)
-            kernel_t = tf.transpose(kernel)
-            kernel_zr_t = tf.transpose(kernel_zr)
-            kernel_h_t = tf.transpose(kernel_h)
-            mask_back = _optional_unstack(mask)
-
-            def back(t, dh, dx_tas, drec_tas, dprobe_tas):
-                dh = _plus(dh, _read(upstream[0], t))
-                dprobe_tas = tuple(ta.write(t, dh) for ta in dprobe_tas)
-                z, r, n, rh, h_prev = (x.read(t) for x in reads)
-                dz = _plus(dh * (h_prev - n), _read(upstream[1], t))
-                dn = _plus(dh * (1 - z), _read(upstream[3], t))
-                dh_prev = dh * z
-                dan = dn * (1 - n * n)
-                if reset_after:
-                    dr = _plus(dan * rh, _read(upstream[2], t))
-                    drh = dan * r
-                else:
-                    d_rh = tf.matmul(dan, kernel_h_t)
-                    dr = _plus(d_rh * h_prev, _read(upstream[2], t))
-                    dh_prev = dh_prev + d_rh * r
-                daz = dz * z * (1 - z)
-                dar = dr * r * (1 - r)
-                dx = tf.concat([daz, dar, dan], axis=1)
-                if reset_after:
-                    drec = tf.concat([daz, dar, drh], axis=1)
-                    rec_back = tf.matmul(drec, kernel_t)
-                else:
-                    drec = dx
-                    rec_back = tf.matmul(tf.concat([daz, dar], 1), kernel_zr_t)
-                keep = _keep(mask_back, t)
-                dx = _where(keep, dx, tf.zeros_like(dx))
-                drec = _where(keep, drec, tf.zeros_like(drec))
-                dh_prev = _where(keep, dh_prev + rec_back, dh)
-                dx_tas = (dx_tas[0].write(t, dx),)
-                drec_tas = (drec_tas[0].write(t, drec),)
-                return t - 1, dh_prev, dx_tas, drec_tas, dprobe_tas
-
-            dh0, dx_tas, drec_tas, dprobe_tas = _loop(
-                back,
-                timesteps,
-                (dh_last, dx_tas, drec_tas, dprobe_tas),
-                reverse=True,
-                static_timesteps=static_t,
+            # The fifth sequence, r * h, is internal: no upstream gradient.
+            result = _gru_backward_compiled(
+                h0,
+                kernel,
+                mask,
+                sequences,
+                dh_last,
+                [connected(d) for d in d_sequences[:4]],
+                names,
+                reset_after,
             )
-            dx_all = dx_tas[0].stack()
-            drec_all = drec_tas[0].stack()
-            if reset_after:
-                d_kernel = _matmul_over_time(h_prev_all, drec_all)
-            else:
-                d_kernel = tf.concat(
-                    [
-                        _matmul_over_time(
-                            h_prev_all, drec_all[..., : 2 * units]
-                        ),
-                        _matmul_over_time(rh_seq, drec_all[..., 2 * units :]),
-                    ],
-                    axis=1,
-                )
-            result = [dx_all, dh0, tf.cast(d_kernel, kernel.dtype)]
-            if has_bias:
-                d_bias = tf.reduce_sum(
-                    tf.cast(drec_all, tf.float32), axis=(0, 1)
-                )
-                result.append(tf.cast(d_bias, bias.dtype))
-            return result + [ta.stack() for ta in dprobe_tas]
+            d_bias = [tf.cast(result[3], bias.dtype)] if has_bias else []
+            return result[:3] + d_bias + result[4:]
 
-        return (h_last, h_seq, z_seq, r_seq, n_seq), grad
+        return outputs, grad
 
     extra = [tf.identity(recurrent_bias)] if has_bias else []
     probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
     kernel = tf.identity(recurrent_kernel)
     outputs = recurrence(projected, h0, kernel, *extra, *probes)
-    return [outputs[0]], dict(zip(GRU_SEQUENCES, outputs[1:]))
+    return [outputs[0]], dict(zip(GRU_SEQUENCES, outputs[1:5]))
