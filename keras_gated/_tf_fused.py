@@ -123,9 +123,7 @@ def _compiled(function):
     (`tf.custom_gradient`), so the tape is cut at the call: TensorFlow
     must not differentiate the compiled loop itself.
     """
-    compiled = tf.function(
-        function, jit_compile=True, autograph=False, reduce_retracing=True
-    )
+    compiled = tf.function(function, jit_compile=True, autograph=False)
 
     def call(*args):
         if not JIT_LOOPS:
@@ -156,7 +154,33 @@ def _lstm_gate_constants(units, dtype):
     return scale, shift
 
 
-def _lstm_forward(projected, h0, c0, kernel, mask, probe_h, probe_c):
+def _write(tas, t, values, record, keep):
+    """Writes step t of the `record`ed sequences; gates (not states) are
+    zero at masked steps."""
+    written = []
+    for ta, name in zip(tas, record):
+        value = values[name]
+        if name not in _STATES:
+            value = _where(keep, value, tf.zeros_like(value))
+        written.append(ta.write(t, value))
+    return tuple(written)
+
+
+_STATES = ("hidden", "cell", "rh")
+
+
+def _recording():
+    """Whether a gradient of what is computed now may be asked for: a tape
+    (or forward accumulator) is active. Without one, the forward pass
+    stores only the sequences the layer returns."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - a TensorFlow without it
+        return True
+    return record.could_possibly_record()
+
+
+def _lstm_forward(projected, h0, c0, kernel, mask, probe_h, probe_c, record):
     timesteps = tf.shape(projected)[0]
     scale, shift = _lstm_gate_constants(h0.shape[-1], h0.dtype)
     x_ta = unstack(projected)
@@ -175,15 +199,13 @@ def _lstm_forward(projected, h0, c0, kernel, mask, probe_h, probe_c):
         keep = _keep(mask_ta, t)
         c_new = _where(keep, c_new, _plus(c, offset_c))
         h_new = _where(keep, h_new, _plus(h, offset_h))
-        gates = [_where(keep, v, tf.zeros_like(v)) for v in (i, f, g, o)]
-        values = [h_new, c_new] + gates
-        tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
-        return t + 1, h_new, c_new, tas
+        values = dict(zip(LSTM_SEQUENCES, (h_new, c_new, i, f, g, o)))
+        return t + 1, h_new, c_new, _write(tas, t, values, record, keep)
 
     h_last, c_last, tas = _loop(
         body,
         timesteps,
-        (h0, c0, _arrays(6, h0, timesteps)),
+        (h0, c0, _arrays(len(record), h0, timesteps)),
         static_timesteps=projected.shape[0],
     )
     return (h_last, c_last) + tuple(ta.stack() for ta in tas)
@@ -251,16 +273,33 @@ _lstm_forward_compiled = _compiled(_lstm_forward)
 _lstm_backward_compiled = _compiled(_lstm_backward)
 
 
-def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
+def lstm(
+    projected,
+    h0,
+    c0,
+    recurrent_kernel,
+    mask=None,
+    perturbations=None,
+    wanted=LSTM_SEQUENCES,
+):
     """The LSTM recurrence.
 
+    `wanted` names the sequences the caller needs. Where a gradient may be
+    taken, all are recorded (the backward pass needs them); otherwise only
+    the wanted ones, and a gradient asked for later still comes out right
+    (the forward pass is run again, recording).
+
     Returns:
-        `(final_states, sequences)`: `[h_T, c_T]` and a dict of the
-        `LSTM_SEQUENCES` as `(timesteps, batch, units)` tensors (gates are
-        zero at masked steps).
+        `(final_states, sequences)`: `[h_T, c_T]` and a dict holding (at
+        least) the wanted `LSTM_SEQUENCES` as `(timesteps, batch, units)`
+        tensors (gates are zero at masked steps).
     """
     perturbations = perturbations or {}
     names = tuple(n for n in ("hidden", "cell") if n in perturbations)
+    record_all = bool(names) or _recording()
+    record = tuple(
+        n for n in LSTM_SEQUENCES if record_all or n in tuple(wanted)
+    )
 
     @tf.custom_gradient
     def recurrence(projected, h0, c0, kernel, *probes):
@@ -273,10 +312,16 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
             mask,
             probe.get("hidden"),
             probe.get("cell"),
+            record,
         )
-        sequences = outputs[2:]
 
-        def grad(dh_last, dc_last, *d_sequences):
+        def grad(dh_last, dc_last, *d_recorded):
+            sequences = outputs[2:]
+            if not record_all:
+                sequences = _lstm_forward_compiled(
+                    projected, h0, c0, kernel, mask, None, None, LSTM_SEQUENCES
+                )[2:]
+            upstream = dict(zip(record, d_recorded))
             return _lstm_backward_compiled(
                 h0,
                 c0,
@@ -285,7 +330,7 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
                 sequences,
                 dh_last,
                 dc_last,
-                [connected(d) for d in d_sequences],
+                [connected(upstream.get(n)) for n in LSTM_SEQUENCES],
                 names,
             )
 
@@ -296,13 +341,17 @@ def lstm(projected, h0, c0, recurrent_kernel, mask=None, perturbations=None):
     # pass the weights in as tensors.
     kernel = tf.identity(recurrent_kernel)
     outputs = recurrence(projected, h0, c0, kernel, *probes)
-    return list(outputs[:2]), dict(zip(LSTM_SEQUENCES, outputs[2:]))
+    return list(outputs[:2]), dict(zip(record, outputs[2:]))
 
 
 GRU_SEQUENCES = ("hidden", "update", "reset", "candidate")
+# What the backward pass needs: the sequences and r_t * h_{t-1}.
+_GRU_RECORDED = GRU_SEQUENCES + ("rh",)
 
 
-def _gru_forward(projected, h0, kernel, bias, mask, probe_h, reset_after):
+def _gru_forward(
+    projected, h0, kernel, bias, mask, probe_h, reset_after, record
+):
     timesteps = tf.shape(projected)[0]
     units = h0.shape[-1]
     x_ta = unstack(projected)
@@ -328,15 +377,13 @@ def _gru_forward(projected, h0, kernel, bias, mask, probe_h, reset_after):
         h_new = _plus(z * h + (1 - z) * n, offset_h)
         keep = _keep(mask_ta, t)
         h_new = _where(keep, h_new, _plus(h, offset_h))
-        gates = [_where(keep, v, tf.zeros_like(v)) for v in (z, r, n)]
-        values = [h_new] + gates + [rh]
-        tas = tuple(ta.write(t, v) for ta, v in zip(tas, values))
-        return t + 1, h_new, tas
+        values = dict(zip(_GRU_RECORDED, (h_new, z, r, n, rh)))
+        return t + 1, h_new, _write(tas, t, values, record, keep)
 
     h_last, tas = _loop(
         body,
         timesteps,
-        (h0, _arrays(5, h0, timesteps)),
+        (h0, _arrays(len(record), h0, timesteps)),
         static_timesteps=projected.shape[0],
     )
     return (h_last,) + tuple(ta.stack() for ta in tas)
@@ -432,19 +479,22 @@ def gru(
     reset_after=True,
     mask=None,
     perturbations=None,
+    wanted=GRU_SEQUENCES,
 ):
     """The GRU recurrence, both `reset_after` settings.
 
     `recurrent_bias` is the second row of the bias with `reset_after=True`
-    (None otherwise, or without bias).
+    (None otherwise, or without bias). `wanted` as in `lstm`.
 
     Returns:
-        `(final_states, sequences)`: `[h_T]` and a dict of the
-        `GRU_SEQUENCES` as `(timesteps, batch, units)` tensors.
+        `(final_states, sequences)`: `[h_T]` and a dict holding (at least)
+        the wanted `GRU_SEQUENCES` as `(timesteps, batch, units)` tensors.
     """
     perturbations = perturbations or {}
     names = tuple(n for n in ("hidden",) if n in perturbations)
     has_bias = recurrent_bias is not None
+    record_all = bool(names) or _recording()
+    record = tuple(n for n in _GRU_RECORDED if record_all or n in tuple(wanted))
 
     @tf.custom_gradient
     def recurrence(projected, h0, kernel, *rest):
@@ -458,18 +508,31 @@ def gru(
             mask,
             probe.get("hidden"),
             reset_after,
+            record,
         )
-        sequences = outputs[1:]
 
-        def grad(dh_last, *d_sequences):
-            # The fifth sequence, r * h, is internal: no upstream gradient.
+        def grad(dh_last, *d_recorded):
+            sequences = outputs[1:]
+            if not record_all:
+                sequences = _gru_forward_compiled(
+                    projected,
+                    h0,
+                    kernel,
+                    bias,
+                    mask,
+                    None,
+                    reset_after,
+                    _GRU_RECORDED,
+                )[1:]
+            # r * h is internal: no upstream gradient.
+            upstream = dict(zip(record, d_recorded))
             result = _gru_backward_compiled(
                 h0,
                 kernel,
                 mask,
                 sequences,
                 dh_last,
-                [connected(d) for d in d_sequences[:4]],
+                [connected(upstream.get(n)) for n in GRU_SEQUENCES],
                 names,
                 reset_after,
             )
@@ -482,4 +545,4 @@ def gru(
     probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
     kernel = tf.identity(recurrent_kernel)
     outputs = recurrence(projected, h0, kernel, *extra, *probes)
-    return [outputs[0]], dict(zip(GRU_SEQUENCES, outputs[1:5]))
+    return [outputs[0]], dict(zip(record, outputs[1:]))

@@ -387,18 +387,15 @@ class _GatedRNN(keras.layers.Layer):
         projected = self.cell.project_inputs(inputs, input_mask)
 
         probes = self._probe_tensors()
-        # Only the last state needed: TensorFlow's own gradient of the plain
-        # loop is fastest. Sequences recorded: the fast path's analytic
-        # backward pass (linear in time under XLA, where autodiff of a loop
-        # that records sequences was not).
-        records = self.return_sequences or self.return_gates or probes
-        if (
-            records
-            and not self.unroll
-            and _tf_fused.supports(self.cell, recurrent_mask)
-        ):
+        # The default activations without recurrent dropout: the fast path
+        # (loops compiled by XLA, analytic backward pass). Anything else:
+        # the cell's own step in a generic loop.
+        if not self.unroll and _tf_fused.supports(self.cell, recurrent_mask):
+            wanted = ("hidden",) if self.return_sequences else ()
+            if self.return_gates:
+                wanted += tuple(self.sequence_names)
             states, sequences = self._fused(
-                projected, initial_state, mask, probes
+                projected, initial_state, mask, probes, wanted
             )
         else:
             states, sequences = self._generic(
@@ -578,7 +575,7 @@ class LSTM(_GatedRNN):
     state_sequences = ("cell",)
     state_names = ("hidden", "cell")
 
-    def _fused(self, projected, initial_state, mask, probes):
+    def _fused(self, projected, initial_state, mask, probes, wanted):
         return _tf_fused.lstm(
             projected,
             initial_state[0],
@@ -586,6 +583,7 @@ class LSTM(_GatedRNN):
             self.cell.recurrent_kernel,
             mask=mask,
             perturbations=probes,
+            wanted=wanted,
         )
 
     def __init__(
@@ -714,7 +712,7 @@ class GRU(_GatedRNN):
     sequence_names = GRU_SEQUENCES
     state_names = ("hidden",)
 
-    def _fused(self, projected, initial_state, mask, probes):
+    def _fused(self, projected, initial_state, mask, probes, wanted):
         cell = self.cell
         recurrent_bias = None
         if cell.use_bias and cell.reset_after:
@@ -727,6 +725,7 @@ class GRU(_GatedRNN):
             reset_after=cell.reset_after,
             mask=mask,
             perturbations=probes,
+            wanted=wanted,
         )
 
     def __init__(

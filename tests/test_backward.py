@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gated
+from keras_gated import _tf_fused
 
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 7, 4, 5
 
@@ -94,6 +95,53 @@ def test_while_loop_gradients_equal_unrolled_autodiff(
         expected = np.asarray(expected)
         scale = max(1.0, float(np.max(np.abs(expected))))
         np.testing.assert_allclose(actual, expected, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("jit_loops", [True, False])
+@pytest.mark.parametrize(
+    "options", [{}, {"return_gates": True, "return_sequences": True}]
+)
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (keras_gated.LSTM, {}),
+        (keras_gated.GRU, {"reset_after": True}),
+        (keras_gated.GRU, {"reset_after": False}),
+    ],
+)
+def test_gradient_through_a_function_traced_without_a_tape(
+    cls, kwargs, options, jit_loops, monkeypatch
+):
+    """Traced with no tape, the fast path records only what it returns;
+    a gradient taken later through the same trace runs the forward pass
+    again and must still equal autodiff of the unrolled layer. Also with
+    the loops run by TensorFlow instead of XLA (`JIT_LOOPS=False`)."""
+    monkeypatch.setattr(_tf_fused, "JIT_LOOPS", jit_loops)
+    x, mask = _inputs()
+    reference = cls(UNITS, unroll=True, **kwargs, **options)
+    ours = cls(UNITS, **kwargs, **options)
+    reference(x)
+    ours(x)
+    ours.set_weights(reference.get_weights())
+    forward = tf.function(lambda x: keras.tree.flatten(ours(x, mask=mask)))
+    forward(x)  # traced here, with no tape active
+
+    def gradients(call, layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = call(x)
+            loss = sum(
+                tf.reduce_sum(tf.sin(o) * (i + 1))
+                for i, o in enumerate(outputs)
+            )
+        return outputs, tape.gradient(loss, [x] + layer.trainable_variables)
+
+    out, grads = gradients(forward, ours)
+    ref_out, ref_grads = gradients(
+        lambda x: keras.tree.flatten(reference(x, mask=mask)), reference
+    )
+    for expected, actual in zip(ref_out + ref_grads, out + grads):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
 def test_state_probe_gradient_matches_finite_difference():

@@ -375,6 +375,7 @@ def test_stateful_weights_match_builtin(cell):
     ours = ours_class(UNITS, stateful=True, **cell_kwargs)
     builtin.build(INPUT_SHAPE)
     ours.build(INPUT_SHAPE)
+
     def paths(layer):  # without the layer's own (auto-numbered) name
         return [w.path.split("/", 1)[1] for w in layer.weights]
 
