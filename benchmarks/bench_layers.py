@@ -1,43 +1,117 @@
-"""Side-by-side timings of keras_gated's LSTM/GRU against Keras' built-ins.
+"""Side-by-side timings of keras_gated's LSTM/GRU against Keras and PyTorch.
 
-One process, interleaved: every repetition times each variant once, in
-turn, so machine noise hits all of them alike. For each configuration
-(batch, timesteps, features, units) it times one training step (forward,
-backward, Adam update, inside one `tf.function`) and one forward pass, for
-the built-in layer and for ours with gates off and on (with gates on, the
-gate sequences are returned from the step so they are really computed),
-with XLA off and on (`jit_compile`). Both layers hold the same weights.
-It prints median milliseconds and the ratio ours / built-in, and the growth
-of each variant's training time from the shortest to the longest sequence.
+Variants. For each configuration (batch, timesteps, features, units) and
+each kind (LSTM, GRU): the built-in Keras layer and ours with gates off and
+on (with gates on, the step returns the gate sequences, so they are really
+computed), each with XLA off and on (`jit_compile`), and, where `torch` is
+importable, `torch.nn.LSTM` / `nn.GRU` (`batch_first=True`, one thread per
+CPU the process may use). All hold the same weights: ours by
+`set_weights`, torch's converted (kernels transposed; the GRU's gates
+reordered from Keras' z, r, h to torch's r, z, n; Keras' LSTM bias becomes
+`bias_ih` with a zero `bias_hh`, the GRU's two bias rows become `bias_ih`
+and `bias_hh`). Once per configuration torch's last output is checked
+against the built-in's to 1e-4; where it differs, the torch comparison is
+left out, with a message.
 
-    python benchmarks/bench_layers.py            # the full table
-    python benchmarks/bench_layers.py --quick    # fewer repetitions
+What is timed. One training step (forward, a Dense(1) / Linear(1) head on
+the last output, mean squared error, backward, an Adam update; for Keras
+inside one `tf.function`) and one forward pass of the layer alone (for
+torch under `torch.no_grad()`). One process, interleaved: every repetition
+times each variant once, in turn, so machine noise hits all of them alike;
+the table shows medians. Sequences longer than 200 steps get fewer
+repetitions, `max(5, reps * 200 // T)`; the default run takes about ten
+minutes on 2 quiet cores. PyTorch's OpenMP threads wait for each other at
+every timestep, so its times grow many-fold when other processes load the
+machine (TensorFlow's suffer far less); the first line of the output gives
+the load average at start, and a fair comparison needs it near 0.
+
+Peak memory (`--memory`, on by default; `--no-memory` skips it). For each
+configuration a child process (so the timings are not disturbed) builds
+the same variants, runs two training steps to compile and warm up, then
+measures the peak memory of the third step above what was held just
+before it: activations kept for the backward pass, gradients, temporaries
+and outputs, not weights, optimizer slots or compiled code. Bytes are
+counted at malloc by a small preloaded library, the same way for
+TensorFlow and PyTorch; `benchmarks/_memory.py` says why neither
+TensorFlow's counters nor the resident set size will do on CPU.
+
+Percent of the matmul roof. At start the script times a 2048 x 2048
+float32 matmul in TensorFlow (median of 7) as the machine's attainable
+rate. A training step's work is counted analytically, with G gates (4 for
+the LSTM, 3 for the GRU):
+
+    forward  = 2*B*T*F*G*U  (input projection)
+             + 2*B*T*U*G*U  (recurrent matmul)
+    training = 3 * forward
+
+since the backward pass does two matmuls of the same size for each one of
+the forward pass (input and kernel gradients of the projection, state and
+recurrent-kernel gradients of the recurrence). Elementwise gate math, the
+head and the optimizer are left out. The table shows this count over the
+measured time as a percentage of the roof; the recurrent matmuls are small
+(batch x units) and sequential, so far below 100 % is expected.
+
+Growth. Where the configurations include several sequence lengths at the
+same batch, features and units (by default T = 50, 200, 1000), it prints
+how each variant's training time grows from one length to the next;
+linear in T is the ideal, and `!` marks growth more than 10 % above it.
+
+    python benchmarks/bench_layers.py                # the full table
+    python benchmarks/bench_layers.py --quick        # 5 repetitions
+    python benchmarks/bench_layers.py --configs "64,50,32,128;64,200,32,128"
+    python benchmarks/bench_layers.py --markdown     # table for README.md
 """
 
 import argparse
+import contextlib
+import json
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _memory  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_gated  # noqa: E402
 
-CONFIGS = [(64, 50, 32, 128), (64, 200, 32, 128), (128, 100, 32, 256)]
+try:
+    import torch
+except ImportError:
+    torch = None
+
+# Every variant is a tf.function of its own, traced once: the retracing
+# warning that this sets off is expected.
+tf.get_logger().setLevel("ERROR")
+
+CONFIGS = [
+    (64, 50, 32, 128),
+    (64, 200, 32, 128),
+    (128, 100, 32, 256),
+    (64, 1000, 32, 128),
+    (32, 5000, 32, 64),
+]
 KINDS = {
-    "LSTM": (keras.layers.LSTM, keras_gated.LSTM),
-    "GRU": (keras.layers.GRU, keras_gated.GRU),
+    "LSTM": (keras.layers.LSTM, keras_gated.LSTM, 4),
+    "GRU": (keras.layers.GRU, keras_gated.GRU, 3),
 }
+KERAS_VARIANTS = ("builtin", "ours", "ours+gates")
+TORCH = ("torch", None)
+MB = 2**20
+CPUS = (
+    len(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity")
+    else os.cpu_count()
+)
 
 
-def make_variant(layer, jit, with_gates, x, y):
-    """Compiled train step and forward pass for one layer."""
+def keras_variant(layer, jit, with_gates, x, y):
+    """Compiled training step and forward pass, as argument-less calls."""
     head = keras.layers.Dense(1)
-    layer(x[:1])
     head(np.zeros((1, layer.units), "float32"))
     variables = layer.trainable_variables + head.trainable_variables
     optimizer = keras.optimizers.Adam(1e-3)
@@ -63,87 +137,421 @@ def make_variant(layer, jit, with_gates, x, y):
     def predict(inputs):
         return forward(inputs)
 
+    return lambda: train_step(x, y), lambda: predict(x)
+
+
+def torch_weights(kind, weights, units):
+    """Keras kernel, recurrent kernel and bias as torch's weight_ih_l0,
+    weight_hh_l0, bias_ih_l0 and bias_hh_l0."""
+    kernel, recurrent_kernel, bias = weights
+    if kind == "LSTM":  # i, f, c, o in both
+        return kernel.T, recurrent_kernel.T, bias, np.zeros_like(bias)
+    # Keras orders the GRU's gates z, r, h, torch r, z, n; Keras'
+    # reset_after=True bias has an input row and a recurrent row.
+    order = np.r_[units : 2 * units, :units, 2 * units : 3 * units]
+    return (
+        kernel[:, order].T,
+        recurrent_kernel[:, order].T,
+        bias[0, order],
+        bias[1, order],
+    )
+
+
+def torch_module(kind, weights, features, units):
+    module = getattr(torch.nn, kind)(features, units, batch_first=True)
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    with torch.no_grad():
+        for name, value in zip(names, torch_weights(kind, weights, units)):
+            getattr(module, name).copy_(
+                torch.from_numpy(np.ascontiguousarray(value))
+            )
+    return module
+
+
+def torch_variant(module, x, y):
+    """Training step and forward pass doing the same work as the Keras
+    ones, as argument-less calls."""
+    head = torch.nn.Linear(module.hidden_size, 1)
+    optimizer = torch.optim.Adam(
+        list(module.parameters()) + list(head.parameters()), lr=1e-3
+    )
+    loss_fn = torch.nn.MSELoss()
+    inputs, targets = torch.from_numpy(x.numpy()), torch.from_numpy(y.numpy())
+
+    def train_step():
+        optimizer.zero_grad()
+        outputs, _ = module(inputs)
+        loss = loss_fn(head(outputs[:, -1]), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def predict():
+        with torch.no_grad():
+            return module(inputs)[0][:, -1]
+
     return train_step, predict
 
 
-def timed(fn, *args):
-    start = time.perf_counter()
-    result = fn(*args)
-    keras.tree.map_structure(lambda t: t.numpy(), result)
-    return (time.perf_counter() - start) * 1e3
-
-
-def bench_config(kind, config, reps, jits):
+def build_variants(kind, config, jits):
+    """{(name, jit): (train, predict)}; torch's key is TORCH."""
     batch, timesteps, features, units = config
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch, timesteps, features)), tf.float32)
     y = tf.constant(rng.normal(size=(batch, 1)), tf.float32)
-    builtin_cls, ours_cls = KINDS[kind]
+    builtin_cls, ours_cls, _ = KINDS[kind]
+    reference = builtin_cls(units)
+    reference.build(x.shape)
+    weights = reference.get_weights()
     variants = {}
     for jit in jits:
-        reference = builtin_cls(units)
-        reference(x[:1])
-        for name, cls, gates in [
-            ("builtin", builtin_cls, False),
-            ("ours", ours_cls, False),
-            ("ours+gates", ours_cls, True),
-        ]:
-            layer = cls(units, return_gates=True) if gates else cls(units)
-            layer(x[:1])
-            layer.set_weights(reference.get_weights())
-            variants[(name, jit)] = make_variant(layer, jit, gates, x, y)
-    times = {key: ([], []) for key in variants}
+        for name in KERAS_VARIANTS:
+            with_gates = name == "ours+gates"
+            if name == "builtin":
+                layer = builtin_cls(units)
+            else:
+                layer = ours_cls(units, return_gates=with_gates)
+            layer.build(x.shape)
+            layer.set_weights(weights)
+            variants[(name, jit)] = keras_variant(layer, jit, with_gates, x, y)
+    if torch is not None:
+        module = torch_module(kind, weights, features, units)
+        with torch.no_grad():
+            outputs = module(torch.from_numpy(x.numpy()))[0][:, -1].numpy()
+        expected = tf.function(reference)(x).numpy()
+        error = np.max(np.abs(outputs - expected))
+        if error <= 1e-4:
+            variants[TORCH] = torch_variant(module, x, y)
+        else:
+            print(
+                f"{kind} {config}: torch's output differs from the "
+                f"built-in's by {error:.2e} (more than 1e-4); "
+                "torch left out of this comparison"
+            )
+    return variants
+
+
+def timed(fn):
+    start = time.perf_counter()
+    keras.tree.map_structure(np.asarray, fn())
+    return (time.perf_counter() - start) * 1e3
+
+
+def time_variants(variants, reps):
+    """{key: (median train ms, median forward ms)}, interleaved."""
     for train, predict in variants.values():  # compile and warm up
-        timed(train, x, y)
-        timed(predict, x)
+        timed(train)
+        timed(predict)
+    times = {key: ([], []) for key in variants}
     for _ in range(reps):
         for key, (train, predict) in variants.items():
-            times[key][0].append(timed(train, x, y))
-            times[key][1].append(timed(predict, x))
+            times[key][0].append(timed(train))
+            times[key][1].append(timed(predict))
     return {
-        key: (statistics.median(tr), statistics.median(fw))
-        for key, (tr, fw) in times.items()
+        key: (statistics.median(train), statistics.median(forward))
+        for key, (train, forward) in times.items()
     }
 
 
-def main():
+def repetitions(reps, timesteps):
+    if timesteps <= 200:
+        return reps
+    return min(reps, max(5, reps * 200 // timesteps))
+
+
+def train_flops(kind, config):
+    batch, timesteps, features, units = config
+    gates = KINDS[kind][2]
+    forward = 2 * batch * timesteps * gates * units * (features + units)
+    return 3 * forward
+
+
+def matmul_roof(size=2048, reps=7):
+    """float32 matmul FLOP/s of this machine, in TensorFlow."""
+    a = tf.random.normal((size, size))
+    for _ in range(2):
+        tf.matmul(a, a)
+    seconds = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        tf.matmul(a, a)  # eager ops on CPU return when done
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds)
+
+
+def key_name(key):
+    name, jit = key
+    return f"{name}|{xla_label(jit)}"
+
+
+def parse_key(text):
+    name, xla = text.split("|")
+    return name, None if xla == "-" else xla == "on"
+
+
+def xla_label(jit):
+    return "-" if jit is None else ("on" if jit else "off")
+
+
+def memory_child(kind, config, jits):
+    """In the child: prints {key name: peak MB of one training step}."""
+    peaks = {}
+    for key, (train, _) in build_variants(kind, config, jits).items():
+        timed(train)
+        timed(train)
+        peaks[key_name(key)] = _memory.peak_bytes(train) / MB
+    print(json.dumps(peaks))
+
+
+def memory_of(kind, config, jits, env):
+    """{key: peak MB} from a child process."""
+    argv = [
+        os.path.abspath(__file__),
+        "--memory-child",
+        "--kinds",
+        kind,
+        "--configs",
+        format_config(config),
+        "--jit",
+        ",".join(xla_label(jit) for jit in jits),
+    ]
+    try:
+        peaks = json.loads(_memory.run_child(argv, env))
+    except RuntimeError as error:
+        print(f"{kind} {format_config(config)}: no peak memory: {error}")
+        return {}
+    return {parse_key(text): value for text, value in peaks.items()}
+
+
+def format_config(config):
+    return ",".join(map(str, config))
+
+
+def ratio(value, base):
+    return None if value is None or not base else value / base
+
+
+def table_rows(kind, config, medians, peaks, roof):
+    """One row per variant: the cells of the table, None where unknown."""
+    flops = train_flops(kind, config)
+    torch_train = medians.get(TORCH, (None,))[0]
+    rows = []
+    for (name, jit), (train, forward) in medians.items():
+        base_train, base_forward = medians.get(("builtin", jit), (None, None))
+        peak = peaks.get((name, jit))
+        rows.append(
+            [
+                kind,
+                format_config(config),
+                xla_label(jit),
+                name,
+                train,
+                ratio(train, base_train),
+                ratio(train, torch_train),
+                forward,
+                ratio(forward, base_forward),
+                peak,
+                ratio(peak, peaks.get(("builtin", jit))),
+                100 * flops / (train / 1e3) / roof,
+            ]
+        )
+    return rows
+
+
+HEADER = [
+    "layer",
+    "B,T,F,U",
+    "xla",
+    "variant",
+    "train ms",
+    "vs blt",
+    "vs torch",
+    "fwd ms",
+    "vs blt",
+    "peak MB",
+    "vs blt",
+    "% roof",
+]
+WIDTHS = [5, 15, 3, 10, 9, 6, 8, 8, 6, 8, 6, 6]
+DIGITS = [None, None, None, None, 1, 2, 2, 1, 2, 1, 2, 1]
+
+
+def cells(row):
+    return [
+        "-"
+        if value is None
+        else (value if digits is None else f"{value:.{digits}f}")
+        for value, digits in zip(row, DIGITS)
+    ]
+
+
+def plain_line(values):
+    first = [f"{v:<{w}}" for v, w in zip(values[:1], WIDTHS[:1])]
+    rest = [f"{v:>{w}}" for v, w in zip(values[1:], WIDTHS[1:])]
+    return " ".join(first + rest)
+
+
+def markdown_line(values):
+    return "| " + " | ".join(values) + " |"
+
+
+def growth_pairs(configs):
+    """Consecutive sequence lengths at the same batch, features, units."""
+    groups = {}
+    for config in configs:
+        batch, _, features, units = config
+        groups.setdefault((batch, features, units), []).append(config)
+    pairs = []
+    for group in groups.values():
+        group.sort(key=lambda config: config[1])
+        pairs += zip(group, group[1:])
+    return pairs
+
+
+def growth_lines(train_times, pairs, markdown):
+    """Training-time growth of each variant between the pairs' lengths."""
+    header = ["layer", "variant", "xla"] + [
+        f"T {a[1]}->{b[1]} (linear {b[1] / a[1]:g}x)" for a, b in pairs
+    ]
+    lines = []
+    for (kind, name, jit), by_config in train_times.items():
+        growth = []
+        for a, b in pairs:
+            if a in by_config and b in by_config:
+                ratio = by_config[b] / by_config[a]
+                over = ratio > 1.1 * b[1] / a[1]
+                growth.append(f"{ratio:.2f}x" + ("!" if over else ""))
+            else:
+                growth.append("-")
+        lines.append([kind, name, xla_label(jit)] + growth)
+    if markdown:
+        rule = ["---"] * len(header)
+        return [markdown_line(line) for line in [header, rule] + lines]
+    widths = [5, 10, 3] + [len(column) for column in header[3:]]
+    return [
+        " ".join(f"{v:>{w}}" for v, w in zip(line, widths))
+        for line in [header] + lines
+    ]
+
+
+def parse_configs(text):
+    configs = []
+    for item in text.split(";"):
+        try:
+            values = tuple(int(v) for v in item.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 4 or min(values) < 1:
+            raise ValueError(
+                "each configuration is four positive integers "
+                f"batch,timesteps,features,units. Received: {item!r}"
+            )
+        configs.append(values)
+    return configs
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repetitions")
-    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument(
+        "--reps", type=int, default=15, help="repetitions for T <= 200"
+    )
     parser.add_argument("--kinds", default="LSTM,GRU")
     parser.add_argument("--jit", default="off,on", help="off, on or off,on")
+    parser.add_argument(
+        "--configs",
+        default=";".join(map(format_config, CONFIGS)),
+        help='"B,T,F,U;B,T,F,U;..." (default: the five of the table)',
+    )
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="peak memory of a training step, in child processes",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="print Markdown tables"
+    )
+    parser.add_argument(
+        "--memory-child", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
-    reps = 5 if args.quick else args.reps
-    jits = [j == "on" for j in args.jit.split(",")]
-    print(
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"{os.cpu_count()} CPUs, median of {reps} interleaved repetitions"
-    )
-    header = (
-        f"{'layer':5} {'B,T,F,U':>15} {'xla':>4} {'variant':>11} "
-        f"{'train ms':>9} {'ratio':>6} {'fwd ms':>8} {'ratio':>6}"
-    )
-    growth = {}
-    for kind in args.kinds.split(","):
+    try:
+        args.configs = parse_configs(args.configs)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.reps < 1:
+        parser.error(f"--reps must be at least 1. Received: {args.reps}")
+    args.kinds = args.kinds.split(",")
+    jits = args.jit.split(",")
+    if not set(args.kinds) <= set(KINDS) or not set(jits) <= {"off", "on"}:
+        parser.error("--kinds takes LSTM and/or GRU, --jit off and/or on")
+    args.jits = [jit == "on" for jit in jits]
+    if args.quick:
+        args.reps = 5
+    return args
+
+
+def bench(kind, config, args, roof, env):
+    """The table's rows for one kind and configuration, and the medians."""
+    reps = repetitions(args.reps, config[1])
+    medians = time_variants(build_variants(kind, config, args.jits), reps)
+    peaks = memory_of(kind, config, args.jits, env) if env else {}
+    return table_rows(kind, config, medians, peaks, roof), medians
+
+
+def main():
+    args = parse_args()
+    if torch is not None:
+        torch.set_num_threads(CPUS)
+    if args.memory_child:
+        for kind in args.kinds:
+            for config in args.configs:
+                memory_child(kind, config, args.jits)
+        return
+    roof = matmul_roof()
+    versions = f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    if torch is not None:
+        versions += f", PyTorch {torch.__version__}"
+    notes = [
+        f"{versions}, {CPUS} CPUs, load average {os.getloadavg()[0]:.2f} "
+        "at start",
+        f"median of {args.reps} interleaved repetitions, for T > 200 of "
+        f"max(5, {args.reps} * 200 // T)",
+        "ratios: variant / built-in with the same xla, variant / torch",
+        f"matmul roof {roof / 1e9:.0f} GFLOP/s (float32 2048x2048)",
+    ]
+    progress = sys.stderr if args.markdown else sys.stdout
+    print("\n".join(notes), file=progress)
+    rows = []
+    train_times = {}
+    memory = _memory.preload_env() if args.memory else contextlib.nullcontext()
+    with memory as env:
+        for kind in args.kinds:
+            if not args.markdown:
+                print("\n" + plain_line(HEADER))
+            for config in args.configs:
+                new_rows, medians = bench(kind, config, args, roof, env)
+                rows += new_rows
+                if args.markdown:
+                    print(f"{kind} {format_config(config)} done", file=progress)
+                else:
+                    print("\n".join(plain_line(cells(row)) for row in new_rows))
+                for (name, jit), (train, _) in medians.items():
+                    train_times.setdefault((kind, name, jit), {})[config] = (
+                        train
+                    )
+    if args.markdown:
+        print("\n".join(notes))
         print()
-        print(header)
-        for config in CONFIGS:
-            medians = bench_config(kind, config, reps, jits)
-            for (name, jit), (train, fwd) in medians.items():
-                base_train, base_fwd = medians[("builtin", jit)]
-                print(
-                    f"{kind:5} {','.join(map(str, config)):>15} "
-                    f"{'on' if jit else 'off':>4} {name:>11} {train:9.1f} "
-                    f"{train / base_train:6.2f} {fwd:8.1f} "
-                    f"{fwd / base_fwd:6.2f}"
-                )
-                growth.setdefault((kind, name, jit), {})[config] = train
-    print("\nTraining-time growth from T=50 to T=200 (linear in T is 4x):")
-    for (kind, name, jit), by_config in growth.items():
-        if CONFIGS[0] in by_config and CONFIGS[1] in by_config:
-            ratio = by_config[CONFIGS[1]] / by_config[CONFIGS[0]]
-            xla = "on" if jit else "off"
-            print(f"  {kind:5} {name:>11} xla {xla:3} {ratio:5.2f}x")
+        print(markdown_line(HEADER))
+        print(markdown_line(["---"] * len(HEADER)))
+        for row in rows:
+            print(markdown_line(cells(row)))
+    pairs = growth_pairs(args.configs)
+    if pairs:
+        print("\nTraining-time growth with the sequence length:")
+        print("\n".join(growth_lines(train_times, pairs, args.markdown)))
 
 
 if __name__ == "__main__":
