@@ -88,11 +88,15 @@ def _optional_unstack(tensor):
 def connected(gradient):
     """None for an upstream gradient that is known to be zero.
 
-    TensorFlow hands a custom gradient constant zeros for the outputs the
-    loss does not use (often the gates); skipping them saves a read and an
-    add per step and output.
+    TensorFlow hands a custom gradient zeros for the outputs the loss does
+    not use (often the gates): constants where the shape is static, a
+    `ZerosLike` op where it is not (a dynamic batch size, as in Keras'
+    `fit`). Skipping them saves a (timesteps, batch, units) tensor and a
+    read and an add per step and output.
     """
     if gradient is None:
+        return None
+    if not tf.executing_eagerly() and gradient.op.type == "ZerosLike":
         return None
     value = tf.get_static_value(gradient)
     if value is not None and not np.any(value):

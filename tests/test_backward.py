@@ -144,6 +144,46 @@ def test_gradient_through_a_function_traced_without_a_tape(
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (keras_gated.LSTM, {}),
+        (keras_gated.GRU, {"reset_after": True}),
+        (keras_gated.GRU, {"reset_after": False}),
+    ],
+)
+def test_gradient_with_unused_gates_and_a_dynamic_batch(cls, kwargs):
+    """With a batch size unknown at trace time (as in `fit`), TensorFlow
+    hands the unused outputs' gradients over as `ZerosLike` ops, which the
+    backward pass skips: the gradients must still equal autodiff of the
+    unrolled layer."""
+    x, mask = _inputs()
+    options = {"return_gates": True, "return_sequences": True}
+    reference = cls(UNITS, unroll=True, **kwargs, **options)
+    ours = cls(UNITS, **kwargs, **options)
+    reference(x)
+    ours(x)
+    ours.set_weights(reference.get_weights())
+
+    def gradients(layer):
+        @tf.function(
+            input_signature=[tf.TensorSpec((None, TIMESTEPS, FEATURES))]
+        )
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                outputs, gates = layer(x)
+                loss = tf.reduce_sum(tf.sin(outputs)) + tf.reduce_sum(
+                    gates["update" if "update" in gates else "forget"]
+                )
+            return tape.gradient(loss, [x] + layer.trainable_variables)
+
+        return run(x)
+
+    for expected, actual in zip(gradients(reference), gradients(ours)):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
 def test_state_probe_gradient_matches_finite_difference():
     """dL/dh_t from the probe equals a finite difference of the loss."""
     x, _ = _inputs()
