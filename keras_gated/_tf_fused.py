@@ -278,10 +278,7 @@ def _lstm_backward(
         reverse=True,
         static_timesteps=h_seq.shape[0],
     )
-    dz_all = dz_ta.stack()
-    d_kernel = tf.cast(_matmul_after_initial(h0, h_seq, dz_all), kernel.dtype)
-    d_probes = [ta.stack() for ta in dprobe_tas]
-    return [dz_all, dh0, dc0, d_kernel] + d_probes
+    return [dz_ta.stack(), dh0, dc0] + [ta.stack() for ta in dprobe_tas]
 
 
 _lstm_forward_compiled = _compiled(_lstm_forward)
@@ -337,7 +334,7 @@ def lstm(
                     projected, h0, c0, kernel, mask, None, None, LSTM_SEQUENCES
                 )[2:]
             upstream = dict(zip(record, d_recorded))
-            return _lstm_backward_compiled(
+            dz, dh0, dc0, *d_probes = _lstm_backward_compiled(
                 h0,
                 c0,
                 kernel,
@@ -348,6 +345,8 @@ def lstm(
                 [connected(upstream.get(n)) for n in LSTM_SEQUENCES],
                 names,
             )
+            d_kernel = _matmul_after_initial(h0, sequences[0], dz)
+            return [dz, dh0, dc0, tf.cast(d_kernel, kernel.dtype)] + d_probes
 
         return outputs, grad
 
@@ -465,21 +464,27 @@ def _gru_backward(
         reverse=True,
         static_timesteps=h_seq.shape[0],
     )
-    dx_all = dx_ta.stack()
-    drec_all = drec_ta.stack()
+    d_probes = [ta.stack() for ta in dprobe_tas]
+    return [dx_ta.stack(), drec_ta.stack(), dh0] + d_probes
+
+
+def _gru_weight_gradients(h0, sequences, drec, reset_after):
+    """The recurrent kernel's and bias' gradients, each one large matmul or
+    sum over all steps, run by TensorFlow (faster than XLA's CPU dot here,
+    and without copying the shifted sequences)."""
+    h_seq, rh_seq = sequences[0], sequences[4]
+    units = h0.shape[-1]
     if reset_after:
-        d_kernel = _matmul_after_initial(h0, h_seq, drec_all)
+        d_kernel = _matmul_after_initial(h0, h_seq, drec)
     else:
         d_kernel = tf.concat(
             [
-                _matmul_after_initial(h0, h_seq, drec_all[..., : 2 * units]),
-                _matmul_over_time(rh_seq, drec_all[..., 2 * units :]),
+                _matmul_after_initial(h0, h_seq, drec[..., : 2 * units]),
+                _matmul_over_time(rh_seq, drec[..., 2 * units :]),
             ],
             axis=1,
         )
-    d_bias = tf.reduce_sum(tf.cast(drec_all, tf.float32), axis=(0, 1))
-    d_probes = [ta.stack() for ta in dprobe_tas]
-    return [dx_all, dh0, tf.cast(d_kernel, kernel.dtype), d_bias] + d_probes
+    return d_kernel, tf.reduce_sum(tf.cast(drec, tf.float32), axis=(0, 1))
 
 
 _gru_forward_compiled = _compiled(_gru_forward)
@@ -545,7 +550,7 @@ def gru(
                 )[1:]
             # r * h is internal: no upstream gradient.
             upstream = dict(zip(record, d_recorded))
-            result = _gru_backward_compiled(
+            dx, drec, dh0, *d_probes = _gru_backward_compiled(
                 h0,
                 kernel,
                 mask,
@@ -555,8 +560,13 @@ def gru(
                 names,
                 reset_after,
             )
-            d_bias = [tf.cast(result[3], bias.dtype)] if has_bias else []
-            return result[:3] + d_bias + result[4:]
+            d_kernel, d_bias = _gru_weight_gradients(
+                h0, sequences, drec, reset_after
+            )
+            result = [dx, dh0, tf.cast(d_kernel, kernel.dtype)]
+            if has_bias:
+                result.append(tf.cast(d_bias, bias.dtype))
+            return result + d_probes
 
         return outputs, grad
 
