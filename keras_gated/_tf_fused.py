@@ -20,6 +20,7 @@ boolean `(timesteps, batch)`; `perturbations` maps state names to
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla as tf_xla
 
 
 def supports(cell, recurrent_mask):
@@ -47,12 +48,6 @@ def sequence_array(template, size):
 
 def _arrays(count, template, size):
     return tuple(sequence_array(template, size) for _ in range(count))
-
-
-def _previous(ta, t, initial):
-    """Step t - 1 of a sequence held in `ta`, `initial` before step 0
-    (no shifted copy of the sequence is made)."""
-    return tf.where(t > 0, ta.read(tf.maximum(t - 1, 0)), initial)
 
 
 def _matmul_after_initial(initial, sequence, d_sequence):
@@ -123,11 +118,17 @@ def _where(keep, new, old):
 
 
 LSTM_SEQUENCES = ("hidden", "cell", "input", "forget", "candidate", "output")
-
-
-# Whether the fast path's loops run compiled by XLA (see `_compiled`).
-# Tests switch it off to compare with the same loops run by TensorFlow.
-JIT_LOOPS = True
+GRU_SEQUENCES = ("hidden", "update", "reset", "candidate")
+# What the backward passes read, by layout: batch-major `(batch, T, units)`
+# buffers, which are also what the layer returns (no transposes), and
+# time-major sequences for the kernel gradient's one matmul over all steps
+# (the GRU's "rh" is r_t * h_{t-1}, or U_h h_{t-1} + b_h with reset_after).
+_LSTM_BACKWARD = (
+    ("cell", "input", "forget", "candidate", "output"),
+    ("hidden",),
+)
+_GRU_BACKWARD = (("update", "reset", "candidate"), ("hidden", "rh"))
+_STATES = ("hidden", "cell", "rh")
 
 
 def _compiled(function):
@@ -143,8 +144,6 @@ def _compiled(function):
     compiled = tf.function(function, jit_compile=True, autograph=False)
 
     def call(*args):
-        if not JIT_LOOPS:
-            return function(*args)
         return compiled(*tf.nest.map_structure(_stop, args))
 
     return call
@@ -152,38 +151,6 @@ def _compiled(function):
 
 def _stop(value):
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
-
-
-def _sigmoid(x):
-    """sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh, which XLA's CPU
-    backend evaluates several times faster than its sigmoid."""
-    return 0.5 * tf.tanh(0.5 * x) + 0.5
-
-
-def _lstm_gate_constants(units, dtype):
-    """Per-column `(scale, shift)` so that `scale * tanh(scale * z) + shift`
-    is sigmoid on the i, f, o blocks (scale 1/2, shift 1/2) and tanh on
-    the candidate block (scale 1, shift 0): all four in one tanh pass."""
-    half = tf.fill([units], tf.constant(0.5, dtype))
-    zero = tf.zeros([units], dtype)
-    scale = tf.concat([half, half, half + half, half], axis=0)
-    shift = tf.concat([half, half, zero, half], axis=0)
-    return scale, shift
-
-
-def _write(tas, t, values, record, keep):
-    """Writes step t of the `record`ed sequences; gates (not states) are
-    zero at masked steps."""
-    written = []
-    for ta, name in zip(tas, record):
-        value = values[name]
-        if name not in _STATES:
-            value = _where(keep, value, tf.zeros_like(value))
-        written.append(ta.write(t, value))
-    return tuple(written)
-
-
-_STATES = ("hidden", "cell", "rh")
 
 
 def _recording():
@@ -197,7 +164,102 @@ def _recording():
     return record.could_possibly_record()
 
 
-def _lstm_forward(projected, h0, c0, kernel, mask, probe_h, probe_c, record):
+def _layouts(names, wanted, backward, record_all, always=()):
+    """`(batch_major, time_major)` names to record: the wanted ones, those
+    the backward pass reads where a gradient may be taken, and `always`."""
+    batch_major, time_major = backward
+    keep = (
+        set(wanted) | set(always) | (set(batch_major) if record_all else set())
+    )
+    return (
+        tuple(n for n in names if n in keep),
+        tuple(time_major) if record_all else (),
+    )
+
+
+def _buffer(template, timesteps, static_timesteps):
+    """A zero batch-major `(batch, timesteps, units)` buffer."""
+    shape = tf.stack([tf.shape(template)[0], timesteps, tf.shape(template)[1]])
+    buffer = tf.zeros(shape, template.dtype)
+    buffer.set_shape([template.shape[0], static_timesteps, template.shape[1]])
+    return buffer
+
+
+def _put(buffer, t, value):
+    """`buffer[:, t] = value`, in place under XLA."""
+    return tf_xla.dynamic_update_slice(
+        buffer, value[:, None, :], tf.stack([0, t, 0])
+    )
+
+
+def _at(buffer, t):
+    """`buffer[:, t]` of a batch-major buffer (None stays None)."""
+    if buffer is None:
+        return None
+    size = tf.stack([tf.shape(buffer)[0], 1, tf.shape(buffer)[2]])
+    step = tf_xla.dynamic_slice(buffer, tf.stack([0, t, 0]), size)
+    return tf.reshape(step, tf.shape(step)[::2])
+
+
+def _before(buffer, t, initial):
+    """`buffer[:, t - 1]`, `initial` at t = 0 (no shifted copy is made)."""
+    return tf.where(t > 0, _at(buffer, tf.maximum(t - 1, 0)), initial)
+
+
+def _recorder(template, projected, batch_major, time_major):
+    """Empty stores for the forward loop: batch-major buffers and
+    time-major TensorArrays, keyed by name."""
+    timesteps = tf.shape(projected)[0]
+    return (
+        {
+            n: _buffer(template, timesteps, projected.shape[0])
+            for n in batch_major
+        },
+        {n: sequence_array(template, timesteps) for n in time_major},
+    )
+
+
+def _record(stores, t, values, keep):
+    """Writes step t of every stored sequence; gates (not states) are zero
+    at masked steps."""
+    batch_major, time_major = stores
+    values = {
+        name: value
+        if name in _STATES
+        else _where(keep, value, tf.zeros_like(value))
+        for name, value in values.items()
+    }
+    return (
+        {n: _put(b, t, values[n]) for n, b in batch_major.items()},
+        {n: ta.write(t, values[n]) for n, ta in time_major.items()},
+    )
+
+
+def _stacked(stores):
+    batch_major, time_major = stores
+    return batch_major, {n: ta.stack() for n, ta in time_major.items()}
+
+
+def _lstm_gate_constants(units, dtype):
+    """Per-column `(scale, shift)` so that `scale * tanh(scale * z) + shift`
+    is sigmoid on the i, f, o blocks (scale 1/2, shift 1/2) and tanh on
+    the candidate block (scale 1, shift 0): all four in one tanh pass,
+    which XLA's CPU backend evaluates several times faster than sigmoid."""
+    half = tf.fill([units], tf.constant(0.5, dtype))
+    zero = tf.zeros([units], dtype)
+    scale = tf.concat([half, half, half + half, half], axis=0)
+    shift = tf.concat([half, half, zero, half], axis=0)
+    return scale, shift
+
+
+def _sigmoid(x):
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2, as in `_lstm_gate_constants`."""
+    return 0.5 * tf.tanh(0.5 * x) + 0.5
+
+
+def _lstm_forward(
+    projected, h0, c0, kernel, mask, probe_h, probe_c, batch_major, time_major
+):
     timesteps = tf.shape(projected)[0]
     scale, shift = _lstm_gate_constants(h0.shape[-1], h0.dtype)
     x_ta = unstack(projected)
@@ -205,7 +267,7 @@ def _lstm_forward(projected, h0, c0, kernel, mask, probe_h, probe_c, record):
     probe_h = _optional_unstack(probe_h)
     probe_c = _optional_unstack(probe_c)
 
-    def body(t, h, c, tas):
+    def body(t, h, c, stores):
         z = x_ta.read(t) + tf.matmul(h, kernel)
         i, f, g, o = tf.split(scale * tf.tanh(scale * z) + shift, 4, axis=1)
         # Probes enter where the cell computes the states: c_t before
@@ -217,46 +279,51 @@ def _lstm_forward(projected, h0, c0, kernel, mask, probe_h, probe_c, record):
         c_new = _where(keep, c_new, _plus(c, offset_c))
         h_new = _where(keep, h_new, _plus(h, offset_h))
         values = dict(zip(LSTM_SEQUENCES, (h_new, c_new, i, f, g, o)))
-        return t + 1, h_new, c_new, _write(tas, t, values, record, keep)
+        return t + 1, h_new, c_new, _record(stores, t, values, keep)
 
-    h_last, c_last, tas = _loop(
+    h_last, c_last, stores = _loop(
         body,
         timesteps,
-        (h0, c0, _arrays(len(record), h0, timesteps)),
+        (h0, c0, _recorder(h0, projected, batch_major, time_major)),
         static_timesteps=projected.shape[0],
     )
-    return (h_last, c_last) + tuple(ta.stack() for ta in tas)
+    return (h_last, c_last) + _stacked(stores)
 
 
 def _lstm_backward(
-    h0, c0, kernel, mask, sequences, dh_last, dc_last, upstream, probe_names
+    h0, c0, kernel, mask, sequences, upstream, dh_last, dc_last, probe_names
 ):
-    h_seq, c_seq, i_seq, f_seq, g_seq, o_seq = sequences
-    timesteps = tf.shape(h_seq)[0]
-    reads = [unstack(s) for s in (i_seq, f_seq, g_seq, o_seq, c_seq)]
-    upstream = [_optional_unstack(d) for d in upstream]
+    """`sequences`: the batch-major gates and cell state; `upstream`: the
+    batch-major gradients of the returned sequences (None where zero)."""
+    i_seq, f_seq, g_seq, o_seq, c_seq = (
+        sequences[n] for n in ("input", "forget", "candidate", "output", "cell")
+    )
+    timesteps = tf.shape(c_seq)[1]
+    up = [upstream.get(n) for n in LSTM_SEQUENCES]
     dz_ta = sequence_array(tf.concat([h0] * 4, axis=1), timesteps)
     dprobe_tas = _arrays(len(probe_names), h0, timesteps)
     kernel_t = tf.transpose(kernel)
     mask_ta = _optional_unstack(mask)
 
     def back(t, dh, dc, dz_ta, dprobe_tas):
-        dh = _plus(dh, _read(upstream[0], t))
-        dc = _plus(dc, _read(upstream[1], t))
-        i, f, g, o, c_t = (r.read(t) for r in reads)
-        c_prev = _previous(reads[4], t, c0)
+        dh = _plus(dh, _at(up[0], t))
+        dc = _plus(dc, _at(up[1], t))
+        i, f, g, o, c_t = (
+            _at(s, t) for s in (i_seq, f_seq, g_seq, o_seq, c_seq)
+        )
+        c_prev = _before(c_seq, t, c0)
         keep = _keep(mask_ta, t)
         tc = tf.tanh(c_t)
-        do = _plus(dh * tc, _read(upstream[5], t))
+        do = _plus(dh * tc, _at(up[5], t))
         # dL/dc_t in total: onwards through c, and into h_t.
         dct = dc + dh * o * (1 - tc * tc)
         totals = {"hidden": dh, "cell": _where(keep, dct, dc)}
         dprobe_tas = tuple(
             ta.write(t, totals[n]) for ta, n in zip(dprobe_tas, probe_names)
         )
-        di = _plus(dct * g, _read(upstream[2], t))
-        df = _plus(dct * c_prev, _read(upstream[3], t))
-        dg = _plus(dct * i, _read(upstream[4], t))
+        di = _plus(dct * g, _at(up[2], t))
+        df = _plus(dct * c_prev, _at(up[3], t))
+        dg = _plus(dct * i, _at(up[4], t))
         dz = tf.concat(
             [
                 di * i * (1 - i),
@@ -276,7 +343,7 @@ def _lstm_backward(
         timesteps,
         (dh_last, dc_last, dz_ta, dprobe_tas),
         reverse=True,
-        static_timesteps=h_seq.shape[0],
+        static_timesteps=c_seq.shape[1],
     )
     return [dz_ta.stack(), dh0, dc0] + [ta.stack() for ta in dprobe_tas]
 
@@ -297,26 +364,27 @@ def lstm(
     """The LSTM recurrence.
 
     `wanted` names the sequences the caller needs. Where a gradient may be
-    taken, all are recorded (the backward pass needs them); otherwise only
+    taken, what the backward pass needs is recorded too; otherwise only
     the wanted ones, and a gradient asked for later still comes out right
     (the forward pass is run again, recording).
 
     Returns:
         `(final_states, sequences)`: `[h_T, c_T]` and a dict holding (at
-        least) the wanted `LSTM_SEQUENCES` as `(timesteps, batch, units)`
-        tensors (gates are zero at masked steps).
+        least) the wanted `LSTM_SEQUENCES` as batch-major
+        `(batch, timesteps, units)` tensors (gates are zero at masked
+        steps).
     """
     perturbations = perturbations or {}
     names = tuple(n for n in ("hidden", "cell") if n in perturbations)
     record_all = bool(names) or _recording()
-    record = tuple(
-        n for n in LSTM_SEQUENCES if record_all or n in tuple(wanted)
+    batch_major, time_major = _layouts(
+        LSTM_SEQUENCES, wanted, _LSTM_BACKWARD, record_all
     )
 
     @tf.custom_gradient
     def recurrence(projected, h0, c0, kernel, *probes):
         probe = dict(zip(names, probes))
-        outputs = _lstm_forward_compiled(
+        h_last, c_last, returned, kept = _lstm_forward_compiled(
             projected,
             h0,
             c0,
@@ -324,47 +392,61 @@ def lstm(
             mask,
             probe.get("hidden"),
             probe.get("cell"),
-            record,
+            batch_major,
+            time_major,
         )
+        returned = [returned[n] for n in batch_major]
+        kept = [kept[n] for n in time_major]
 
-        def grad(dh_last, dc_last, *d_recorded):
-            sequences = outputs[2:]
+        def grad(dh_last, dc_last, *d_outputs):
+            sequences = dict(zip(batch_major + time_major, returned + kept))
             if not record_all:
-                sequences = _lstm_forward_compiled(
-                    projected, h0, c0, kernel, mask, None, None, LSTM_SEQUENCES
-                )[2:]
-            upstream = dict(zip(record, d_recorded))
+                _, _, again, kept_again = _lstm_forward_compiled(
+                    projected,
+                    h0,
+                    c0,
+                    kernel,
+                    mask,
+                    None,
+                    None,
+                    *_LSTM_BACKWARD,
+                )
+                sequences = {**again, **kept_again}
+            upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
             dz, dh0, dc0, *d_probes = _lstm_backward_compiled(
                 h0,
                 c0,
                 kernel,
                 mask,
-                sequences,
+                {n: sequences[n] for n in _LSTM_BACKWARD[0]},
+                upstream,
                 dh_last,
                 dc_last,
-                [connected(upstream.get(n)) for n in LSTM_SEQUENCES],
                 names,
             )
-            d_kernel = _matmul_after_initial(h0, sequences[0], dz)
+            d_kernel = _matmul_after_initial(h0, sequences["hidden"], dz)
             return [dz, dh0, dc0, tf.cast(d_kernel, kernel.dtype)] + d_probes
 
-        return outputs, grad
+        return [h_last, c_last] + returned + kept, grad
 
     probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
     # A variable read inside would make TF ask for variable gradients:
     # pass the weights in as tensors.
     kernel = tf.identity(recurrent_kernel)
     outputs = recurrence(projected, h0, c0, kernel, *probes)
-    return list(outputs[:2]), dict(zip(record, outputs[2:]))
-
-
-GRU_SEQUENCES = ("hidden", "update", "reset", "candidate")
-# What the backward pass needs: the sequences and r_t * h_{t-1}.
-_GRU_RECORDED = GRU_SEQUENCES + ("rh",)
+    return list(outputs[:2]), dict(zip(batch_major, outputs[2:]))
 
 
 def _gru_forward(
-    projected, h0, kernel, bias, mask, probe_h, reset_after, record
+    projected,
+    h0,
+    kernel,
+    bias,
+    mask,
+    probe_h,
+    reset_after,
+    batch_major,
+    time_major,
 ):
     timesteps = tf.shape(projected)[0]
     units = h0.shape[-1]
@@ -373,7 +455,7 @@ def _gru_forward(
     probe_h = _optional_unstack(probe_h)
     kernel_zr, kernel_h = kernel[:, : 2 * units], kernel[:, 2 * units :]
 
-    def body(t, h, tas):
+    def body(t, h, stores):
         xzr, xh = tf.split(x_ta.read(t), [2 * units, units], axis=1)
         if reset_after:
             rzr, rh = tf.split(
@@ -391,26 +473,31 @@ def _gru_forward(
         h_new = _plus(z * h + (1 - z) * n, offset_h)
         keep = _keep(mask_ta, t)
         h_new = _where(keep, h_new, _plus(h, offset_h))
-        values = dict(zip(_GRU_RECORDED, (h_new, z, r, n, rh)))
-        return t + 1, h_new, _write(tas, t, values, record, keep)
+        values = dict(zip(GRU_SEQUENCES + ("rh",), (h_new, z, r, n, rh)))
+        return t + 1, h_new, _record(stores, t, values, keep)
 
-    h_last, tas = _loop(
+    h_last, stores = _loop(
         body,
         timesteps,
-        (h0, _arrays(len(record), h0, timesteps)),
+        (h0, _recorder(h0, projected, batch_major, time_major)),
         static_timesteps=projected.shape[0],
     )
-    return (h_last,) + tuple(ta.stack() for ta in tas)
+    return (h_last,) + _stacked(stores)
 
 
 def _gru_backward(
-    h0, kernel, mask, sequences, dh_last, upstream, probe_names, reset_after
+    h0, kernel, mask, sequences, upstream, dh_last, probe_names, reset_after
 ):
-    h_seq, z_seq, r_seq, n_seq, rh_seq = sequences
-    timesteps = tf.shape(h_seq)[0]
+    """`sequences`: the batch-major gates and the time-major "hidden" and
+    "rh"; `upstream`: the batch-major gradients of the returned sequences
+    (None where zero)."""
+    z_seq, r_seq, n_seq = (
+        sequences[n] for n in ("update", "reset", "candidate")
+    )
+    h_ta, rh_ta = unstack(sequences["hidden"]), unstack(sequences["rh"])
+    timesteps = tf.shape(z_seq)[1]
     units = h0.shape[-1]
-    reads = [unstack(s) for s in (z_seq, r_seq, n_seq, rh_seq, h_seq)]
-    upstream = [_optional_unstack(d) for d in upstream]
+    up = [upstream.get(n) for n in GRU_SEQUENCES]
     template = tf.concat([h0] * 3, axis=1)
     dx_ta = sequence_array(template, timesteps)
     drec_ta = sequence_array(template, timesteps)
@@ -421,20 +508,21 @@ def _gru_backward(
     mask_ta = _optional_unstack(mask)
 
     def back(t, dh, dx_ta, drec_ta, dprobe_tas):
-        dh = _plus(dh, _read(upstream[0], t))
+        dh = _plus(dh, _at(up[0], t))
         dprobe_tas = tuple(ta.write(t, dh) for ta in dprobe_tas)
-        z, r, n, rh = (x.read(t) for x in reads[:4])
-        h_prev = _previous(reads[4], t, h0)
-        dz = _plus(dh * (h_prev - n), _read(upstream[1], t))
-        dn = _plus(dh * (1 - z), _read(upstream[3], t))
+        z, r, n = (_at(s, t) for s in (z_seq, r_seq, n_seq))
+        rh = rh_ta.read(t)
+        h_prev = tf.where(t > 0, h_ta.read(tf.maximum(t - 1, 0)), h0)
+        dz = _plus(dh * (h_prev - n), _at(up[1], t))
+        dn = _plus(dh * (1 - z), _at(up[3], t))
         dh_prev = dh * z
         dan = dn * (1 - n * n)
         if reset_after:
-            dr = _plus(dan * rh, _read(upstream[2], t))
+            dr = _plus(dan * rh, _at(up[2], t))
             drh = dan * r
         else:
             d_rh = tf.matmul(dan, kernel_h_t)
-            dr = _plus(d_rh * h_prev, _read(upstream[2], t))
+            dr = _plus(d_rh * h_prev, _at(up[2], t))
             dh_prev = dh_prev + d_rh * r
         daz = dz * z * (1 - z)
         dar = dr * r * (1 - r)
@@ -462,7 +550,7 @@ def _gru_backward(
         timesteps,
         (dh_last, dx_ta, drec_ta, dprobe_tas),
         reverse=True,
-        static_timesteps=h_seq.shape[0],
+        static_timesteps=z_seq.shape[1],
     )
     d_probes = [ta.stack() for ta in dprobe_tas]
     return [dx_ta.stack(), drec_ta.stack(), dh0] + d_probes
@@ -472,7 +560,7 @@ def _gru_weight_gradients(h0, sequences, drec, reset_after):
     """The recurrent kernel's and bias' gradients, each one large matmul or
     sum over all steps, run by TensorFlow (faster than XLA's CPU dot here,
     and without copying the shifted sequences)."""
-    h_seq, rh_seq = sequences[0], sequences[4]
+    h_seq, rh_seq = sequences["hidden"], sequences["rh"]
     units = h0.shape[-1]
     if reset_after:
         d_kernel = _matmul_after_initial(h0, h_seq, drec)
@@ -508,7 +596,8 @@ def gru(
 
     Returns:
         `(final_states, sequences)`: `[h_T]` and a dict holding (at least)
-        the wanted `GRU_SEQUENCES` as `(timesteps, batch, units)` tensors.
+        the wanted `GRU_SEQUENCES` as batch-major `(batch, timesteps,
+        units)` tensors.
     """
     perturbations = perturbations or {}
     names = tuple(n for n in ("hidden",) if n in perturbations)
@@ -517,14 +606,15 @@ def gru(
     # The update gate is always kept: without a store to hold it, XLA's CPU
     # backend fused the whole step into one loop that ran 2.2x slower
     # (24 vs 11 ms at batch 64, T=200, 128 units).
-    kept = tuple(wanted) + ("update",)
-    record = tuple(n for n in _GRU_RECORDED if record_all or n in kept)
+    batch_major, time_major = _layouts(
+        GRU_SEQUENCES, wanted, _GRU_BACKWARD, record_all, always=("update",)
+    )
 
     @tf.custom_gradient
     def recurrence(projected, h0, kernel, *rest):
         bias = rest[0] if has_bias else None
         probe = dict(zip(names, rest[1:] if has_bias else rest))
-        outputs = _gru_forward_compiled(
+        h_last, returned, kept = _gru_forward_compiled(
             projected,
             h0,
             kernel,
@@ -532,13 +622,16 @@ def gru(
             mask,
             probe.get("hidden"),
             reset_after,
-            record,
+            batch_major,
+            time_major,
         )
+        returned = [returned[n] for n in batch_major]
+        kept = [kept[n] for n in time_major]
 
-        def grad(dh_last, *d_recorded):
-            sequences = outputs[1:]
+        def grad(dh_last, *d_outputs):
+            sequences = dict(zip(batch_major + time_major, returned + kept))
             if not record_all:
-                sequences = _gru_forward_compiled(
+                _, again, kept_again = _gru_forward_compiled(
                     projected,
                     h0,
                     kernel,
@@ -546,17 +639,18 @@ def gru(
                     mask,
                     None,
                     reset_after,
-                    _GRU_RECORDED,
-                )[1:]
-            # r * h is internal: no upstream gradient.
-            upstream = dict(zip(record, d_recorded))
+                    *_GRU_BACKWARD,
+                )
+                sequences = {**again, **kept_again}
+            upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
+            backward_reads = _GRU_BACKWARD[0] + _GRU_BACKWARD[1]
             dx, drec, dh0, *d_probes = _gru_backward_compiled(
                 h0,
                 kernel,
                 mask,
-                sequences,
+                {n: sequences[n] for n in backward_reads},
+                upstream,
                 dh_last,
-                [connected(upstream.get(n)) for n in GRU_SEQUENCES],
                 names,
                 reset_after,
             )
@@ -568,10 +662,10 @@ def gru(
                 result.append(tf.cast(d_bias, bias.dtype))
             return result + d_probes
 
-        return outputs, grad
+        return [h_last] + returned + kept, grad
 
     extra = [tf.identity(recurrent_bias)] if has_bias else []
     probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
     kernel = tf.identity(recurrent_kernel)
     outputs = recurrence(projected, h0, kernel, *extra, *probes)
-    return [outputs[0]], dict(zip(record, outputs[1:]))
+    return [outputs[0]], dict(zip(batch_major, outputs[1:]))

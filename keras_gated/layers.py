@@ -394,6 +394,7 @@ class _GatedRNN(keras.layers.Layer):
             wanted = ("hidden",) if self.return_sequences else ()
             if self.return_gates:
                 wanted += tuple(self.sequence_names)
+            # Batch-major sequences, as the layer returns them.
             states, sequences = self._fused(
                 projected, initial_state, mask, probes, wanted
             )
@@ -401,11 +402,14 @@ class _GatedRNN(keras.layers.Layer):
             states, sequences = self._generic(
                 projected, initial_state, mask, probes, recurrent_mask
             )
+            sequences = {
+                name: ops.transpose(sequence, (1, 0, 2))
+                for name, sequence in sequences.items()
+            }
         zero_output = self._zero_output_for_mask
         if self.return_sequences:
-            output = ops.transpose(
-                masked_outputs(sequences["hidden"], mask, zero_output),
-                (1, 0, 2),
+            output = masked_outputs(
+                sequences["hidden"], mask, zero_output, batch_major=True
             )
         else:
             output = masked_last_output(states[0], mask, zero_output)
@@ -417,10 +421,7 @@ class _GatedRNN(keras.layers.Layer):
             result += states
         if self.return_gates:
             result.append(
-                {
-                    name: ops.transpose(sequences[name], (1, 0, 2))
-                    for name in self.sequence_names
-                }
+                {name: sequences[name] for name in self.sequence_names}
             )
         return result[0] if len(result) == 1 else tuple(result)
 

@@ -16,7 +16,6 @@ import pytest
 import tensorflow as tf
 
 import keras_gated
-from keras_gated import _tf_fused
 
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 7, 4, 5
 
@@ -97,7 +96,6 @@ def test_while_loop_gradients_equal_unrolled_autodiff(
         np.testing.assert_allclose(actual, expected, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("jit_loops", [True, False])
 @pytest.mark.parametrize(
     "options", [{}, {"return_gates": True, "return_sequences": True}]
 )
@@ -110,13 +108,11 @@ def test_while_loop_gradients_equal_unrolled_autodiff(
     ],
 )
 def test_gradient_through_a_function_traced_without_a_tape(
-    cls, kwargs, options, jit_loops, monkeypatch
+    cls, kwargs, options
 ):
     """Traced with no tape, the fast path records only what it returns;
     a gradient taken later through the same trace runs the forward pass
-    again and must still equal autodiff of the unrolled layer. Also with
-    the loops run by TensorFlow instead of XLA (`JIT_LOOPS=False`)."""
-    monkeypatch.setattr(_tf_fused, "JIT_LOOPS", jit_loops)
+    again and must still equal autodiff of the unrolled layer."""
     x, mask = _inputs()
     reference = cls(UNITS, unroll=True, **kwargs, **options)
     ours = cls(UNITS, **kwargs, **options)
