@@ -1,18 +1,30 @@
-"""TensorFlow fast path: the standard LSTM and GRU recurrences with an
-analytic backward pass through time.
+"""TensorFlow fast path: the standard LSTM and GRU recurrences, compiled
+by XLA, with an analytic backward pass through time.
 
 Applies when the gates use `sigmoid` and the candidate `tanh` (Keras'
 defaults) and no recurrent dropout is active; `keras_gated.layers` falls
 back to the generic loop otherwise. Weights come in as tensors, like
-Keras' `backend.lstm`. The forward loop records what the backward pass
-needs (states and gate activations, which are also what `return_gates`
-returns); the backward loop then costs one small matmul per step
-(dz_t @ U^T), and the recurrent-kernel gradient is one large matmul over
-all steps after it. These equations repeat those of `keras_gated.cells`
+Keras' `backend.lstm`. These equations repeat those of `keras_gated.cells`
 for speed; tests hold the two paths equal.
 
-All tensors are time-major: `(timesteps, batch, ...)`. `mask` is None or
-boolean `(timesteps, batch)`; `perturbations` maps state names to
+- The forward and backward loops are `tf.function(jit_compile=True)`, so
+  XLA compiles them even inside a graph that is not compiled (Keras'
+  default on a CPU): one native loop instead of a TensorFlow op dispatch
+  per op and step. sigmoid is computed as 0.5 * tanh(x / 2) + 0.5, one
+  tanh pass over all four LSTM gates, because XLA's CPU sigmoid was
+  several times slower.
+- The forward loop writes the sequences the layer returns straight into
+  batch-major `(batch, timesteps, units)` buffers (no transposes), plus,
+  where a gradient may be taken (a tape is active), what the backward
+  pass reads. With no tape it stores only what is returned; a gradient
+  asked for later through the same trace runs the forward pass again.
+- The backward loop costs one small matmul per step (dz_t @ U^T); the
+  recurrent kernel's gradient is one large TensorFlow matmul over all
+  steps after it. Upstream gradients that TensorFlow hands over as zeros
+  (outputs the loss does not use) are skipped.
+
+Inputs are time-major: `projected` is `(timesteps, batch, n)`, `mask` None
+or boolean `(timesteps, batch)`; `perturbations` maps state names to
 `(timesteps, batch, units)` tensors added to the state after each step
 (their gradient is dL/ds_t).
 """
