@@ -29,6 +29,16 @@ def _inputs():
     return x, tf.constant(mask)
 
 
+def _reference_and_ours(cls, x, **kwargs):
+    """The unrolled layer (the autodiff reference) and ours, same weights."""
+    reference = cls(UNITS, unroll=True, **kwargs)
+    ours = cls(UNITS, **kwargs)
+    reference(x)
+    ours(x)
+    ours.set_weights(reference.get_weights())
+    return reference, ours
+
+
 def _gradients(layer, x, mask, mode):
     names = layer.state_names
 
@@ -80,11 +90,7 @@ def test_while_loop_gradients_equal_unrolled_autodiff(
     cls, kwargs, options, use_mask, mode
 ):
     x, mask = _inputs()
-    reference = cls(UNITS, unroll=True, **kwargs, **options)
-    ours = cls(UNITS, **kwargs, **options)
-    reference(x)
-    ours(x)
-    ours.set_weights(reference.get_weights())
+    reference, ours = _reference_and_ours(cls, x, **kwargs, **options)
     mask = mask if use_mask else None
     ref_out, ref_grads = _gradients(reference, x, mask, mode)
     out, grads = _gradients(ours, x, mask, mode)
@@ -114,11 +120,7 @@ def test_gradient_through_a_function_traced_without_a_tape(
     a gradient taken later through the same trace runs the forward pass
     again and must still equal autodiff of the unrolled layer."""
     x, mask = _inputs()
-    reference = cls(UNITS, unroll=True, **kwargs, **options)
-    ours = cls(UNITS, **kwargs, **options)
-    reference(x)
-    ours(x)
-    ours.set_weights(reference.get_weights())
+    reference, ours = _reference_and_ours(cls, x, **kwargs, **options)
     forward = tf.function(lambda x: keras.tree.flatten(ours(x, mask=mask)))
     forward(x)  # traced here, with no tape active
 
@@ -155,11 +157,7 @@ def test_gradient_with_unused_gates_and_a_dynamic_batch(cls, kwargs):
     unrolled layer."""
     x, mask = _inputs()
     options = {"return_gates": True, "return_sequences": True}
-    reference = cls(UNITS, unroll=True, **kwargs, **options)
-    ours = cls(UNITS, **kwargs, **options)
-    reference(x)
-    ours(x)
-    ours.set_weights(reference.get_weights())
+    reference, ours = _reference_and_ours(cls, x, **kwargs, **options)
 
     def gradients(layer):
         @tf.function(
