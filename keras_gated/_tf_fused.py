@@ -29,6 +29,9 @@ or boolean `(timesteps, batch)`; `perturbations` maps state names to
 (their gradient is dL/ds_t).
 """
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -156,9 +159,27 @@ def _compiled(function):
     compiled = tf.function(function, jit_compile=True, autograph=False)
 
     def call(*args):
+        if _PORTABLE.get():
+            return function(*args)
         return compiled(*tf.nest.map_structure(_stop, args))
 
     return call
+
+
+# Set by `portable()`: graphs without XLA, for export.
+_PORTABLE = contextvars.ContextVar("keras_gated_portable", default=False)
+
+
+@contextlib.contextmanager
+def portable():
+    """Within: the fast path builds plain TensorFlow graphs (no XLA-compiled
+    loops, no XLA-only ops), as a SavedModel for TF Serving, TFLite or a
+    TensorFlow without XLA needs. Slower; the results are the same."""
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
 
 
 def _stop(value):
@@ -198,7 +219,10 @@ def _buffer(template, timesteps, static_timesteps):
 
 
 def _put(buffer, t, value):
-    """`buffer[:, t] = value`, in place under XLA."""
+    """`buffer[:, t] = value`, in place under XLA (a TensorArray, written
+    time-major, in `portable` graphs)."""
+    if isinstance(buffer, tf.TensorArray):
+        return buffer.write(t, value)
     return tf_xla.dynamic_update_slice(
         buffer, value[:, None, :], tf.stack([0, t, 0])
     )
@@ -208,6 +232,8 @@ def _at(buffer, t):
     """`buffer[:, t]` of a batch-major buffer (None stays None)."""
     if buffer is None:
         return None
+    if _PORTABLE.get():
+        return tf.gather(buffer, t, axis=1)
     size = tf.stack([tf.shape(buffer)[0], 1, tf.shape(buffer)[2]])
     step = tf_xla.dynamic_slice(buffer, tf.stack([0, t, 0]), size)
     return tf.reshape(step, tf.shape(step)[::2])
@@ -222,6 +248,11 @@ def _recorder(template, projected, batch_major, time_major):
     """Empty stores for the forward loop: batch-major buffers and
     time-major TensorArrays, keyed by name."""
     timesteps = tf.shape(projected)[0]
+    if _PORTABLE.get():
+        return (
+            {n: sequence_array(template, timesteps) for n in batch_major},
+            {n: sequence_array(template, timesteps) for n in time_major},
+        )
     return (
         {
             n: _buffer(template, timesteps, projected.shape[0])
@@ -242,13 +273,19 @@ def _record(stores, t, values, keep):
         for name, value in values.items()
     }
     return (
-        {n: _put(b, t, values[n]) for n, b in batch_major.items()},
+        {n: _put(s, t, values[n]) for n, s in batch_major.items()},
         {n: ta.write(t, values[n]) for n, ta in time_major.items()},
     )
 
 
 def _stacked(stores):
     batch_major, time_major = stores
+    batch_major = {
+        n: tf.transpose(s.stack(), (1, 0, 2))
+        if isinstance(s, tf.TensorArray)
+        else s
+        for n, s in batch_major.items()
+    }
     return batch_major, {n: ta.stack() for n, ta in time_major.items()}
 
 

@@ -71,7 +71,11 @@ def export_saved_model(
     into place once complete; if the export fails, `path` is left as it
     was. The result loads without keras_gated:
     `tf.saved_model.load(path)`, `keras.layers.TFSMLayer(path)`,
-    `saved_model_cli show --dir path --all`.
+    `saved_model_cli show --dir path --all`. Its graphs are plain
+    TensorFlow: the layers' loops, which XLA compiles when the model runs
+    in Python, are traced without XLA here, so TF Serving and TensorFlow
+    builds without XLA can serve it. (`model.export` keeps the XLA-compiled
+    loops.)
 
     Args:
         model: A built `keras.Model`: Functional, Sequential, or
@@ -116,8 +120,13 @@ def export_saved_model(
     _check_target(target, overwrite)
     if input_signature is None:
         input_signature = _default_input_signature(model)
-    archive = _build_archive(model, input_signature, gates)
-    _write_atomically(archive, target, overwrite)
+    from keras_gated import _tf_fused
+
+    # Plain TensorFlow graphs: TF Serving, TFLite and TensorFlow builds
+    # without XLA cannot run the layers' XLA-compiled loops.
+    with _tf_fused.portable():
+        archive = _build_archive(model, input_signature, gates)
+        _write_atomically(archive, target, overwrite)
     return target
 
 

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gated
+from keras_gated import _tf_fused
 
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 7, 4, 5
 
@@ -175,6 +176,31 @@ def test_gradient_with_unused_gates_and_a_dynamic_batch(cls, kwargs):
         return run(x)
 
     for expected, actual in zip(gradients(reference), gradients(ours)):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (keras_gated.LSTM, {}),
+        (keras_gated.GRU, {"reset_after": True}),
+        (keras_gated.GRU, {"reset_after": False}),
+    ],
+)
+def test_portable_graphs_equal_unrolled_autodiff(cls, kwargs):
+    """`_tf_fused.portable()` (used by the SavedModel export) builds the
+    fast path without XLA: outputs and gradients must not change."""
+    x, mask = _inputs()
+    options = {
+        "return_gates": True,
+        "return_sequences": True,
+        "return_state": True,
+    }
+    reference, ours = _reference_and_ours(cls, x, **kwargs, **options)
+    ref_out, ref_grads = _gradients(reference, x, mask, "graph")
+    with _tf_fused.portable():
+        out, grads = _gradients(ours, x, mask, "graph")
+    for expected, actual in zip(ref_out + ref_grads, out + grads):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 

@@ -239,6 +239,49 @@ def test_signatures_have_dynamic_batch_and_length(exported):
     assert set(outputs) == expected_keys
 
 
+def test_exported_graphs_need_no_xla(exported):
+    """The SavedModel holds plain TensorFlow ops: no function that must be
+    compiled by XLA and no XLA-only op, which TF Serving and TensorFlow
+    builds without XLA cannot run. The layers do use both in Python."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, path = exported
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((pathlib.Path(path) / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library
+    assert library.function, "no functions in the SavedModel"
+    for function in library.function:
+        compile_attr = function.attr.get("_XlaMustCompile")
+        assert compile_attr is None or not compile_attr.b, (
+            function.signature.name
+        )
+        ops = {node.op for node in function.node_def}
+        assert not {op for op in ops if op.startswith("Xla")}, (
+            function.signature.name,
+            sorted(ops),
+        )
+
+
+def test_layers_compile_their_loops_with_xla_outside_export():
+    """The counterpart of the check above, so that it cannot pass for the
+    wrong reason: a traced call of the layer holds an XLA-compiled
+    function with XLA-only ops."""
+    layer = keras_gated.LSTM(3, return_gates=True)
+    function = tf.function(lambda x: layer(x))
+    graph = function.get_concrete_function(tf.TensorSpec((None, 4, 2))).graph
+    functions = graph.as_graph_def().library.function
+    assert any(
+        f.attr.get("_XlaMustCompile") is not None
+        and f.attr["_XlaMustCompile"].b
+        for f in functions
+    )
+    assert any(
+        node.op == "XlaDynamicUpdateSlice"
+        for f in functions
+        for node in f.node_def
+    )
+
+
 @pytest.mark.parametrize("batch, timesteps", [(1, 2), (5, 11)])
 def test_signatures_equal_model_on_new_batch_and_length(
     exported, batch, timesteps
