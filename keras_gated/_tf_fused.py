@@ -397,6 +397,26 @@ def _lstm_backward(
     return [dz_ta.stack(), dh0, dc0] + [ta.stack() for ta in dprobe_tas]
 
 
+def _lstm_kernel_gradient(h0, o_seq, c_seq, dz, timesteps, chunks=16):
+    """sum_t h_{t-1}^T dz_t (h_{-1} = h0) for an unmasked LSTM of static
+    length, with h_t = o_t * tanh(c_t) recomputed from the batch-major
+    gates in at most `chunks` slices of time (at least 32 steps each):
+    never a whole (timesteps, batch, units) copy."""
+    step = max(32, -(-timesteps // chunks))
+    total = tf.matmul(
+        tf.cast(h0, tf.float32), tf.cast(dz[0], tf.float32), transpose_a=True
+    )
+    for start in range(1, timesteps, step):
+        end = min(start + step, timesteps)
+        # One slice after the other, so that only one is held at a time.
+        with tf.control_dependencies([total]):
+            o = tf.cast(o_seq[:, start - 1 : end - 1], tf.float32)
+            c = tf.cast(c_seq[:, start - 1 : end - 1], tf.float32)
+            h = tf.transpose(o * tf.tanh(c), (1, 0, 2))
+            total += _matmul_over_time(h, dz[start:end])
+    return total
+
+
 _lstm_forward_compiled = _compiled(_lstm_forward)
 _lstm_backward_compiled = _compiled(_lstm_backward)
 
@@ -426,8 +446,14 @@ def lstm(
     perturbations = perturbations or {}
     names = tuple(n for n in ("hidden", "cell") if n in perturbations)
     record_all = bool(names) or _recording()
+    # h_{t-1} for the kernel gradient: recomputed from o and c after the
+    # backward loop (one sequence less to hold), except where a mask or a
+    # probe makes h differ from o * tanh(c), or the length is not static.
+    backward = _LSTM_BACKWARD
+    if mask is None and not names and projected.shape[0] is not None:
+        backward = (_LSTM_BACKWARD[0], ())
     batch_major, time_major = _layouts(
-        LSTM_SEQUENCES, wanted, _LSTM_BACKWARD, record_all
+        LSTM_SEQUENCES, wanted, backward, record_all
     )
 
     @tf.custom_gradient
@@ -458,7 +484,7 @@ def lstm(
                     mask,
                     None,
                     None,
-                    *_LSTM_BACKWARD,
+                    *backward,
                 )
                 sequences = {**again, **kept_again}
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
@@ -473,7 +499,16 @@ def lstm(
                 dc_last,
                 names,
             )
-            d_kernel = _matmul_after_initial(h0, sequences["hidden"], dz)
+            if backward[1]:
+                d_kernel = _matmul_after_initial(h0, sequences["hidden"], dz)
+            else:
+                d_kernel = _lstm_kernel_gradient(
+                    h0,
+                    sequences["output"],
+                    sequences["cell"],
+                    dz,
+                    projected.shape[0],
+                )
             return [dz, dh0, dc0, tf.cast(d_kernel, kernel.dtype)] + d_probes
 
         return [h_last, c_last] + returned + kept, grad

@@ -204,6 +204,33 @@ def test_portable_graphs_equal_unrolled_autodiff(cls, kwargs):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("timesteps", [1, 32, 33, 70])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
+    """Without a mask or probes, the LSTM's kernel gradient recomputes
+    h_{t-1} = o * tanh(c) 32 steps at a time: across chunk edges (32, 33,
+    70 steps) the gradients equal the built-in layer's."""
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(BATCH, timesteps, FEATURES)), tf.float32)
+    builtin = keras.layers.LSTM(UNITS, return_sequences=return_sequences)
+    ours = keras_gated.LSTM(UNITS, return_sequences=return_sequences)
+    builtin(x)
+    ours(x)
+    ours.set_weights(builtin.get_weights())
+
+    @tf.function
+    def gradients(layer, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.sin(layer(x)))
+        return tape.gradient(loss, [x] + layer.trainable_variables)
+
+    expected = gradients(builtin, x)
+    for want, got in zip(expected, gradients(ours, x)):
+        scale = max(1.0, float(np.max(np.abs(want))))
+        np.testing.assert_allclose(got, want, atol=1e-5 * scale)
+
+
 def test_state_probe_gradient_matches_finite_difference():
     """dL/dh_t from the probe equals a finite difference of the loss."""
     x, _ = _inputs()
