@@ -570,38 +570,55 @@ def _gru_forward(
 
 
 def _gru_backward(
-    h0, kernel, mask, sequences, upstream, dh_last, probe_names, reset_after
+    h0,
+    kernel,
+    bias,
+    mask,
+    sequences,
+    upstream,
+    dh_last,
+    probe_names,
+    reset_after,
 ):
-    """`sequences`: the batch-major gates and the time-major "hidden" and
-    "rh"; `upstream`: the batch-major gradients of the returned sequences
-    (None where zero)."""
+    """`sequences`: the batch-major gates and the time-major "hidden" (with
+    reset_after, U_h h_{t-1} + b_h is recomputed per step: one small matmul
+    instead of a stored sequence); `upstream`: the batch-major gradients
+    of the returned sequences (None where zero).
+
+    Returns `[dx, d_rh, dh0, *d_probes]`: dx the gradient of the projected
+    inputs, `(T, batch, 3 * units)`; with reset_after, d_rh the gradient of
+    U_h h_{t-1} + b_h, `(T, batch, units)` (the recurrent pre-activations'
+    gradient is dx with its last block replaced by d_rh); else None.
+    """
     z_seq, r_seq, n_seq = (
         sequences[n] for n in ("update", "reset", "candidate")
     )
-    h_ta, rh_ta = unstack(sequences["hidden"]), unstack(sequences["rh"])
+    h_ta = unstack(sequences["hidden"])
     timesteps = tf.shape(z_seq)[1]
     units = h0.shape[-1]
     up = [upstream.get(n) for n in GRU_SEQUENCES]
-    template = tf.concat([h0] * 3, axis=1)
-    dx_ta = sequence_array(template, timesteps)
-    drec_ta = sequence_array(template, timesteps)
+    dx_ta = sequence_array(tf.concat([h0] * 3, axis=1), timesteps)
+    # Loop variables cannot be None: an empty tuple without reset_after.
+    drh_ta = sequence_array(h0, timesteps) if reset_after else ()
     dprobe_tas = _arrays(len(probe_names), h0, timesteps)
     kernel_t = tf.transpose(kernel)
     kernel_zr_t = tf.transpose(kernel[:, : 2 * units])
-    kernel_h_t = tf.transpose(kernel[:, 2 * units :])
+    kernel_h = kernel[:, 2 * units :]
+    kernel_h_t = tf.transpose(kernel_h)
+    bias_h = None if bias is None else bias[2 * units :]
     mask_ta = _optional_unstack(mask)
 
-    def back(t, dh, dx_ta, drec_ta, dprobe_tas):
+    def back(t, dh, dx_ta, drh_ta, dprobe_tas):
         dh = _plus(dh, _at(up[0], t))
         dprobe_tas = tuple(ta.write(t, dh) for ta in dprobe_tas)
         z, r, n = (_at(s, t) for s in (z_seq, r_seq, n_seq))
-        rh = rh_ta.read(t)
         h_prev = tf.where(t > 0, h_ta.read(tf.maximum(t - 1, 0)), h0)
         dz = _plus(dh * (h_prev - n), _at(up[1], t))
         dn = _plus(dh * (1 - z), _at(up[3], t))
         dh_prev = dh * z
         dan = dn * (1 - n * n)
         if reset_after:
+            rh = _plus(tf.matmul(h_prev, kernel_h), bias_h)
             dr = _plus(dan * rh, _at(up[2], t))
             drh = dan * r
         else:
@@ -612,51 +629,50 @@ def _gru_backward(
         dar = dr * r * (1 - r)
         dx = tf.concat([daz, dar, dan], axis=1)
         if reset_after:
-            drec = tf.concat([daz, dar, drh], axis=1)
-            rec_back = tf.matmul(drec, kernel_t)
+            rec_back = tf.matmul(tf.concat([daz, dar, drh], 1), kernel_t)
         else:
-            drec = dx
             rec_back = tf.matmul(tf.concat([daz, dar], 1), kernel_zr_t)
         keep = _keep(mask_ta, t)
         dx = _where(keep, dx, tf.zeros_like(dx))
-        drec = _where(keep, drec, tf.zeros_like(drec))
         dh_prev = _where(keep, dh_prev + rec_back, dh)
-        return (
-            t - 1,
-            dh_prev,
-            dx_ta.write(t, dx),
-            drec_ta.write(t, drec),
-            dprobe_tas,
-        )
+        if reset_after:
+            drh_ta = drh_ta.write(t, _where(keep, drh, tf.zeros_like(drh)))
+        return t - 1, dh_prev, dx_ta.write(t, dx), drh_ta, dprobe_tas
 
-    dh0, dx_ta, drec_ta, dprobe_tas = _loop(
+    dh0, dx_ta, drh_ta, dprobe_tas = _loop(
         back,
         timesteps,
-        (dh_last, dx_ta, drec_ta, dprobe_tas),
+        (dh_last, dx_ta, drh_ta, dprobe_tas),
         reverse=True,
         static_timesteps=z_seq.shape[1],
     )
+    d_rh = drh_ta.stack() if reset_after else None
     d_probes = [ta.stack() for ta in dprobe_tas]
-    return [dx_ta.stack(), drec_ta.stack(), dh0] + d_probes
+    return [dx_ta.stack(), d_rh, dh0] + d_probes
 
 
-def _gru_weight_gradients(h0, sequences, drec, reset_after):
-    """The recurrent kernel's and bias' gradients, each one large matmul or
-    sum over all steps, run by TensorFlow (faster than XLA's CPU dot here,
-    and without copying the shifted sequences)."""
-    h_seq, rh_seq = sequences["hidden"], sequences["rh"]
+def _gru_weight_gradients(h0, sequences, dx, d_rh, reset_after):
+    """The recurrent kernel's and bias' gradients, large matmuls and sums
+    over all steps, run by TensorFlow (faster than XLA's CPU dot here).
+    Each matmul takes a whole stored tensor, computing a block it does not
+    need rather than copying a slice of the tensor."""
     units = h0.shape[-1]
+    by_h = _matmul_after_initial(h0, sequences["hidden"], dx)
     if reset_after:
-        d_kernel = _matmul_after_initial(h0, h_seq, drec)
-    else:
-        d_kernel = tf.concat(
+        last = _matmul_after_initial(h0, sequences["hidden"], d_rh)
+        d_bias = tf.concat(
             [
-                _matmul_after_initial(h0, h_seq, drec[..., : 2 * units]),
-                _matmul_over_time(rh_seq, drec[..., 2 * units :]),
+                tf.reduce_sum(tf.cast(dx, tf.float32), axis=(0, 1))[
+                    : 2 * units
+                ],
+                tf.reduce_sum(tf.cast(d_rh, tf.float32), axis=(0, 1)),
             ],
-            axis=1,
+            axis=0,
         )
-    return d_kernel, tf.reduce_sum(tf.cast(drec, tf.float32), axis=(0, 1))
+    else:
+        last = _matmul_over_time(sequences["rh"], dx)[:, 2 * units :]
+        d_bias = None
+    return tf.concat([by_h[:, : 2 * units], last], axis=1), d_bias
 
 
 _gru_forward_compiled = _compiled(_gru_forward)
@@ -690,8 +706,11 @@ def gru(
     # The update gate is always kept: without a store to hold it, XLA's CPU
     # backend fused the whole step into one loop that ran 2.2x slower
     # (24 vs 11 ms at batch 64, T=200, 128 units).
+    backward = _GRU_BACKWARD
+    if reset_after:  # U_h h_{t-1} + b_h is recomputed in the backward loop
+        backward = (_GRU_BACKWARD[0], ("hidden",))
     batch_major, time_major = _layouts(
-        GRU_SEQUENCES, wanted, _GRU_BACKWARD, record_all, always=("update",)
+        GRU_SEQUENCES, wanted, backward, record_all, always=("update",)
     )
 
     @tf.custom_gradient
@@ -723,23 +742,23 @@ def gru(
                     mask,
                     None,
                     reset_after,
-                    *_GRU_BACKWARD,
+                    *backward,
                 )
                 sequences = {**again, **kept_again}
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
-            backward_reads = _GRU_BACKWARD[0] + _GRU_BACKWARD[1]
-            dx, drec, dh0, *d_probes = _gru_backward_compiled(
+            dx, d_rh, dh0, *d_probes = _gru_backward_compiled(
                 h0,
                 kernel,
+                bias,
                 mask,
-                {n: sequences[n] for n in backward_reads},
+                {n: sequences[n] for n in backward[0] + ("hidden",)},
                 upstream,
                 dh_last,
                 names,
                 reset_after,
             )
             d_kernel, d_bias = _gru_weight_gradients(
-                h0, sequences, drec, reset_after
+                h0, sequences, dx, d_rh, reset_after
             )
             result = [dx, dh0, tf.cast(d_kernel, kernel.dtype)]
             if has_bias:
