@@ -19,9 +19,14 @@ for speed; tests hold the two paths equal.
   pass reads. With no tape it stores only what is returned; a gradient
   asked for later through the same trace runs the forward pass again.
 - The backward loop costs one small matmul per step (dz_t @ U^T); the
-  recurrent kernel's gradient is one large TensorFlow matmul over all
-  steps after it. Upstream gradients that TensorFlow hands over as zeros
+  recurrent kernel's gradient is large TensorFlow matmuls over all steps
+  after it. Upstream gradients that TensorFlow hands over as zeros
   (outputs the loss does not use) are skipped.
+- Memory: the LSTM's h_{t-1} = o * tanh(c) for the kernel gradient is
+  recomputed in slices of time (without a mask or probes) instead of
+  stored; the GRU recomputes U_h h_{t-1} + b_h per step, and stores one
+  gradient of the projected inputs plus that of U_h h + b_h instead of
+  two full ones.
 
 Inputs are time-major: `projected` is `(timesteps, batch, n)`, `mask` None
 or boolean `(timesteps, batch)`; `perturbations` maps state names to

@@ -19,6 +19,12 @@ import keras_gated
 from keras_gated import _tf_fused
 
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 7, 4, 5
+# The layers that run `keras_gated._tf_fused` (Keras' default activations).
+FAST_PATH = [
+    (keras_gated.LSTM, {}),
+    (keras_gated.GRU, {"reset_after": True}),
+    (keras_gated.GRU, {"reset_after": False}),
+]
 
 
 def _inputs():
@@ -106,14 +112,7 @@ def test_while_loop_gradients_equal_unrolled_autodiff(
 @pytest.mark.parametrize(
     "options", [{}, {"return_gates": True, "return_sequences": True}]
 )
-@pytest.mark.parametrize(
-    "cls,kwargs",
-    [
-        (keras_gated.LSTM, {}),
-        (keras_gated.GRU, {"reset_after": True}),
-        (keras_gated.GRU, {"reset_after": False}),
-    ],
-)
+@pytest.mark.parametrize("cls,kwargs", FAST_PATH)
 def test_gradient_through_a_function_traced_without_a_tape(
     cls, kwargs, options
 ):
@@ -143,14 +142,7 @@ def test_gradient_through_a_function_traced_without_a_tape(
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "cls,kwargs",
-    [
-        (keras_gated.LSTM, {}),
-        (keras_gated.GRU, {"reset_after": True}),
-        (keras_gated.GRU, {"reset_after": False}),
-    ],
-)
+@pytest.mark.parametrize("cls,kwargs", FAST_PATH)
 def test_gradient_with_unused_gates_and_a_dynamic_batch(cls, kwargs):
     """With a batch size unknown at trace time (as in `fit`), TensorFlow
     hands the unused outputs' gradients over as `ZerosLike` ops, which the
@@ -179,14 +171,7 @@ def test_gradient_with_unused_gates_and_a_dynamic_batch(cls, kwargs):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "cls,kwargs",
-    [
-        (keras_gated.LSTM, {}),
-        (keras_gated.GRU, {"reset_after": True}),
-        (keras_gated.GRU, {"reset_after": False}),
-    ],
-)
+@pytest.mark.parametrize("cls,kwargs", FAST_PATH)
 def test_portable_graphs_equal_unrolled_autodiff(cls, kwargs):
     """`_tf_fused.portable()` (used by the SavedModel export) builds the
     fast path without XLA: outputs and gradients must not change."""
