@@ -141,8 +141,10 @@ LSTM_SEQUENCES = ("hidden", "cell", "input", "forget", "candidate", "output")
 GRU_SEQUENCES = ("hidden", "update", "reset", "candidate")
 # What the backward passes read, by layout: batch-major `(batch, T, units)`
 # buffers, which are also what the layer returns (no transposes), and
-# time-major sequences for the kernel gradient's one matmul over all steps
-# (the GRU's "rh" is r_t * h_{t-1}, or U_h h_{t-1} + b_h with reset_after).
+# time-major sequences for the kernel gradient's matmuls over all steps.
+# `lstm` and `gru` drop what they can recompute: the LSTM's "hidden"
+# (o * tanh(c)) without a mask or probes, the GRU's "rh" (r_t * h_{t-1})
+# with reset_after, where the kernel gradient does not need it.
 _LSTM_BACKWARD = (
     ("cell", "input", "forget", "candidate", "output"),
     ("hidden",),
