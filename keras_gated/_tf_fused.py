@@ -70,15 +70,21 @@ def _arrays(count, template, size):
     return tuple(sequence_array(template, size) for _ in range(count))
 
 
-def _matmul_after_initial(initial, sequence, d_sequence):
-    """`_matmul_over_time` of the shifted sequence (initial, s_0, ...,
-    s_{T-2}) with `d_sequence`, without building the shifted copy."""
-    first = tf.matmul(
+def _initial_term(initial, d_sequence):
+    """initial^T d_0, the t = 0 term of a kernel gradient, in float32."""
+    return tf.matmul(
         tf.cast(initial, tf.float32),
         tf.cast(d_sequence[0], tf.float32),
         transpose_a=True,
     )
-    return first + _matmul_over_time(sequence[:-1], d_sequence[1:])
+
+
+def _matmul_after_initial(initial, sequence, d_sequence):
+    """`_matmul_over_time` of the shifted sequence (initial, s_0, ...,
+    s_{T-2}) with `d_sequence`, without building the shifted copy."""
+    return _initial_term(initial, d_sequence) + _matmul_over_time(
+        sequence[:-1], d_sequence[1:]
+    )
 
 
 def _matmul_over_time(a, b):
@@ -217,6 +223,17 @@ def _layouts(names, wanted, backward, record_all, always=()):
     )
 
 
+def _backward_sequences(record_all, names, stored, record_again):
+    """What the backward pass reads, by name: what the forward pass stored
+    where it recorded for a gradient; otherwise (it stored only what the
+    layer returns) the `(batch_major, time_major)` dicts of
+    `record_again()`, a recording rerun of the forward pass."""
+    if record_all:
+        return dict(zip(names, stored))
+    batch_major, time_major = record_again()
+    return {**batch_major, **time_major}
+
+
 def _buffer(template, timesteps, static_timesteps):
     """A zero batch-major `(batch, timesteps, units)` buffer."""
     shape = tf.stack([tf.shape(template)[0], timesteps, tf.shape(template)[1]])
@@ -236,9 +253,12 @@ def _put(buffer, t, value):
 
 
 def _at(buffer, t):
-    """`buffer[:, t]` of a batch-major buffer (None stays None)."""
+    """`buffer[:, t]` of a batch-major buffer, step t of a time-major
+    TensorArray (None stays None)."""
     if buffer is None:
         return None
+    if isinstance(buffer, tf.TensorArray):
+        return buffer.read(t)
     if _PORTABLE.get():
         return tf.gather(buffer, t, axis=1)
     size = tf.stack([tf.shape(buffer)[0], 1, tf.shape(buffer)[2]])
@@ -410,9 +430,7 @@ def _lstm_kernel_gradient(h0, o_seq, c_seq, dz, timesteps, chunks=16):
     gates in at most `chunks` slices of time (at least 32 steps each):
     never a whole (timesteps, batch, units) copy."""
     step = max(32, -(-timesteps // chunks))
-    total = tf.matmul(
-        tf.cast(h0, tf.float32), tf.cast(dz[0], tf.float32), transpose_a=True
-    )
+    total = _initial_term(h0, dz)
     for start in range(1, timesteps, step):
         end = min(start + step, timesteps)
         # One slice after the other, so that only one is held at a time.
@@ -481,19 +499,14 @@ def lstm(
         kept = [kept[n] for n in time_major]
 
         def grad(dh_last, dc_last, *d_outputs):
-            sequences = dict(zip(batch_major + time_major, returned + kept))
-            if not record_all:
-                _, _, again, kept_again = _lstm_forward_compiled(
-                    projected,
-                    h0,
-                    c0,
-                    kernel,
-                    mask,
-                    None,
-                    None,
-                    *backward,
-                )
-                sequences = {**again, **kept_again}
+            sequences = _backward_sequences(
+                record_all,
+                batch_major + time_major,
+                returned + kept,
+                lambda: _lstm_forward_compiled(
+                    projected, h0, c0, kernel, mask, None, None, *backward
+                )[2:],
+            )
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
             dz, dh0, dc0, *d_probes = _lstm_backward_compiled(
                 h0,
@@ -619,7 +632,7 @@ def _gru_backward(
         dh = _plus(dh, _at(up[0], t))
         dprobe_tas = tuple(ta.write(t, dh) for ta in dprobe_tas)
         z, r, n = (_at(s, t) for s in (z_seq, r_seq, n_seq))
-        h_prev = tf.where(t > 0, h_ta.read(tf.maximum(t - 1, 0)), h0)
+        h_prev = _before(h_ta, t, h0)
         dz = _plus(dh * (h_prev - n), _at(up[1], t))
         dn = _plus(dh * (1 - z), _at(up[3], t))
         dh_prev = dh * z
@@ -739,9 +752,11 @@ def gru(
         kept = [kept[n] for n in time_major]
 
         def grad(dh_last, *d_outputs):
-            sequences = dict(zip(batch_major + time_major, returned + kept))
-            if not record_all:
-                _, again, kept_again = _gru_forward_compiled(
+            sequences = _backward_sequences(
+                record_all,
+                batch_major + time_major,
+                returned + kept,
+                lambda: _gru_forward_compiled(
                     projected,
                     h0,
                     kernel,
@@ -750,8 +765,8 @@ def gru(
                     None,
                     reset_after,
                     *backward,
-                )
-                sequences = {**again, **kept_again}
+                )[1:],
+            )
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
             dx, d_rh, dh0, *d_probes = _gru_backward_compiled(
                 h0,
