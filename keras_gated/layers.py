@@ -408,9 +408,7 @@ class _GatedRNN(keras.layers.Layer):
             }
         zero_output = self._zero_output_for_mask
         if self.return_sequences:
-            output = masked_outputs(
-                sequences["hidden"], mask, zero_output, batch_major=True
-            )
+            output = masked_outputs(sequences["hidden"], mask, zero_output)
         else:
             output = masked_last_output(states[0], mask, zero_output)
         if self.stateful:

@@ -121,7 +121,7 @@ def _output_keep(mask, zero_output_for_mask):
     return ops.cast(ops.cumsum(ops.cast(mask, "int32"), axis=0), "bool")
 
 
-def masked_outputs(h_sequence, mask, zero_output_for_mask, batch_major=False):
+def masked_outputs(h_sequence, mask, zero_output_for_mask):
     """The per-step outputs that keras.layers.RNN returns, from the states.
 
     Keras repeats the previous output at a masked step (zeros before the
@@ -131,15 +131,12 @@ def masked_outputs(h_sequence, mask, zero_output_for_mask, batch_major=False):
     the step is valid) and zero elsewhere.
 
     Args:
-        h_sequence: `(timesteps, batch, units)` hidden states after masking
-            (`(batch, timesteps, units)` with `batch_major`).
+        h_sequence: `(batch, timesteps, units)` hidden states after masking.
         mask: None or boolean `(timesteps, batch)`.
     """
     if mask is None:
         return h_sequence
-    keep = _output_keep(mask, zero_output_for_mask)
-    if batch_major:
-        keep = ops.transpose(keep)
+    keep = ops.transpose(_output_keep(mask, zero_output_for_mask))
     return h_sequence * ops.cast(ops.expand_dims(keep, -1), h_sequence.dtype)
 
 
