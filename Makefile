@@ -12,8 +12,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,examples,dev]"
 	touch $(STAMP)
 
+# Two pytest-xdist workers: most of the suite's time is XLA compiling the
+# layers' loops for each new shape, one core at a time.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q $(PYTEST_ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The adding problem at T=100: SimpleRNN, LSTM, GRU and our two layers.
 demo: $(STAMP)

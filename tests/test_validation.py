@@ -72,11 +72,17 @@ def assert_names_argument_and_value(error, argument, value):
 
 
 def _name(value):
+    """A test id that is the same in every process (no addresses), as
+    pytest-xdist needs to hand the same tests to each worker."""
+    if callable(value) and hasattr(value, "__name__"):
+        return value.__name__
+    if type(value).__repr__ is object.__repr__:
+        return type(value).__name__
     return repr(value)
 
 
 @pytest.mark.parametrize(
-    "argument, value", COMMON_BAD_ARGUMENTS, ids=lambda v: _name(v)
+    "argument, value", COMMON_BAD_ARGUMENTS, ids=_name
 )
 @pytest.mark.parametrize("cls", LAYERS + CELLS, ids=lambda c: c.__name__)
 def test_bad_argument_raises_at_construction(cls, argument, value):
@@ -86,7 +92,7 @@ def test_bad_argument_raises_at_construction(cls, argument, value):
 
 
 @pytest.mark.parametrize(
-    "argument, value", LAYER_BAD_ARGUMENTS, ids=lambda v: _name(v)
+    "argument, value", LAYER_BAD_ARGUMENTS, ids=_name
 )
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
 def test_bad_layer_argument_raises_at_construction(cls, argument, value):
@@ -98,7 +104,7 @@ def test_bad_layer_argument_raises_at_construction(cls, argument, value):
 @pytest.mark.parametrize(
     "cls, argument, value",
     SPECIFIC_BAD_ARGUMENTS,
-    ids=lambda v: getattr(v, "__name__", repr(v)),
+    ids=_name,
 )
 def test_bad_specific_argument_raises_at_construction(cls, argument, value):
     with pytest.raises(ValueError) as error:
@@ -117,7 +123,7 @@ def test_bad_specific_argument_raises_at_construction(cls, argument, value):
         ("kernel_initializer", keras.initializers.Constant(0.1)),
         ("seed", 0),
     ],
-    ids=lambda v: _name(v),
+    ids=_name,
 )
 @pytest.mark.parametrize("cls", LAYERS + CELLS, ids=lambda c: c.__name__)
 def test_good_arguments_are_accepted(cls, argument, value):
