@@ -36,6 +36,7 @@ or boolean `(timesteps, batch)`; `perturbations` maps state names to
 
 import contextlib
 import contextvars
+import inspect
 
 import keras
 import numpy as np
@@ -170,11 +171,32 @@ def _compiled(function):
     must not differentiate the compiled loop itself.
     """
     compiled = tf.function(function, jit_compile=True, autograph=False)
+    # Eager calls: one trace per layer configuration, with a dynamic batch
+    # size and length (XLA still compiles once per concrete shape). Calling
+    # the polymorphic function instead would trace it anew for every new
+    # shape, and set off TensorFlow's retracing warning, which names these
+    # private functions, after a few. In a graph the shapes stay static.
+    # The weights ("kernel") keep their shapes: the loops' state shapes
+    # follow from them.
+    relaxed = {}
+    parameters = list(inspect.signature(function).parameters)
 
     def call(*args):
         if _PORTABLE.get():
             return function(*args)
-        return compiled(*tf.nest.map_structure(_stop, args))
+        args = tf.nest.map_structure(_stop, args)
+        if not tf.executing_eagerly():
+            return compiled(*args)
+        specs = [
+            tf.TensorSpec(arg.shape, arg.dtype)
+            if name == "kernel"
+            else tf.nest.map_structure(_relaxed_spec, arg)
+            for name, arg in zip(parameters, args)
+        ]
+        key = repr(specs)
+        if key not in relaxed:
+            relaxed[key] = compiled.get_concrete_function(*specs)
+        return relaxed[key](*args)
 
     return call
 
@@ -193,6 +215,16 @@ def portable():
         yield
     finally:
         _PORTABLE.reset(token)
+
+
+def _relaxed_spec(value):
+    """A tensor's spec with only its last (feature) dimension static: the
+    others are batch and time."""
+    if not tf.is_tensor(value):
+        return value
+    rank = value.shape.rank
+    shape = [None] * (rank - 1) + [value.shape[-1]] if rank else []
+    return tf.TensorSpec(shape, value.dtype)
 
 
 def _stop(value):

@@ -10,6 +10,8 @@ that depends on every output, states and gates included, in eager, graph
 and XLA execution.
 """
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -169,6 +171,46 @@ def test_gradient_with_unused_gates_and_a_dynamic_batch(cls, kwargs):
 
     for expected, actual in zip(gradients(reference), gradients(ours)):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls,kwargs", FAST_PATH)
+def test_eager_calls_on_new_shapes_stay_exact_without_retracing_noise(
+    cls, kwargs
+):
+    """Called eagerly on a new batch size and length each time (as in a
+    notebook, or `inspect_gates` on sequences of several lengths), the
+    compiled loops must keep equal to autodiff of the unrolled layer, and
+    TensorFlow's "triggered tf.function retracing" warning, which would
+    name our private loop functions, must not appear."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf.get_logger().addHandler(handler)
+    options = {"return_gates": True, "return_sequences": True}
+    rng = np.random.default_rng(0)
+    try:
+        x = tf.constant(rng.normal(size=(2, 3, FEATURES)), tf.float32)
+        reference, ours = _reference_and_ours(cls, x, **kwargs, **options)
+        for step in range(8):
+            shape = (2 + step % 3, 3 + step, FEATURES)
+            x = tf.constant(rng.normal(size=shape), tf.float32)
+            mask = tf.constant(rng.random(shape[:2]) > 0.2)
+            results = []
+            for layer in (reference, ours):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    outputs, gates = layer(x, mask=mask if step % 2 else None)
+                    loss = tf.reduce_sum(tf.sin(outputs)) + sum(
+                        tf.reduce_sum(g * g) for g in gates.values()
+                    )
+                wrt = [x] + layer.trainable_variables
+                results.append([outputs] + tape.gradient(loss, wrt))
+            for expected, actual in zip(*results):
+                np.testing.assert_allclose(actual, expected, atol=1e-5)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    messages = [record.getMessage() for record in records]
+    assert not [m for m in messages if "retracing" in m], messages
 
 
 @pytest.mark.parametrize("cls,kwargs", FAST_PATH)
