@@ -618,6 +618,15 @@ def _gru_forward(
         (h0, _recorder(h0, projected, batch_major, time_major)),
         static_timesteps=projected.shape[0],
     )
+    batch_major_stores = stores[0]
+    if "update" in batch_major_stores and not _PORTABLE.get():
+        # Under an enclosing XLA compile (jit_compile=True) an update-gate
+        # store that nothing reads is removed, and XLA then fuses the whole
+        # step into one loop that ran 2x slower on CPU. Reading its last
+        # step here (adding it times zero: h_last is unchanged, the gate is
+        # finite) keeps the store, and the fast loop.
+        last = _at(batch_major_stores["update"], timesteps - 1)
+        h_last = h_last + tf.zeros_like(h_last) * last
     return (h_last,) + _stacked(stores)
 
 
