@@ -81,9 +81,7 @@ def _name(value):
     return repr(value)
 
 
-@pytest.mark.parametrize(
-    "argument, value", COMMON_BAD_ARGUMENTS, ids=_name
-)
+@pytest.mark.parametrize("argument, value", COMMON_BAD_ARGUMENTS, ids=_name)
 @pytest.mark.parametrize("cls", LAYERS + CELLS, ids=lambda c: c.__name__)
 def test_bad_argument_raises_at_construction(cls, argument, value):
     with pytest.raises(ValueError) as error:
@@ -91,9 +89,7 @@ def test_bad_argument_raises_at_construction(cls, argument, value):
     assert_names_argument_and_value(error, argument, value)
 
 
-@pytest.mark.parametrize(
-    "argument, value", LAYER_BAD_ARGUMENTS, ids=_name
-)
+@pytest.mark.parametrize("argument, value", LAYER_BAD_ARGUMENTS, ids=_name)
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
 def test_bad_layer_argument_raises_at_construction(cls, argument, value):
     with pytest.raises(ValueError) as error:
