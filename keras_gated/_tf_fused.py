@@ -218,11 +218,14 @@ def portable():
 
 
 def _relaxed_spec(value):
-    """A tensor's spec with only its last (feature) dimension static: the
-    others are batch and time."""
+    """A tensor's spec with its batch and time dimensions dynamic: all but
+    the last (features) of a sequence or state, all of the boolean
+    `(timesteps, batch)` mask."""
     if not tf.is_tensor(value):
         return value
     rank = value.shape.rank
+    if value.dtype == tf.bool:
+        return tf.TensorSpec([None] * rank, value.dtype)
     shape = [None] * (rank - 1) + [value.shape[-1]] if rank else []
     return tf.TensorSpec(shape, value.dtype)
 
