@@ -191,16 +191,19 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
         else:
             self.bias = None
 
-    def _input_bias(self):
+    def input_bias(self):
+        """The bias added to the input projection (None without bias)."""
         return self.bias
 
-    def project_inputs(self, inputs, dropout_mask=None):
+    def project_inputs(self, inputs, dropout_mask=None, add_bias=True):
         """Input half of every gate pre-activation: `x @ kernel + bias`.
 
         Args:
             inputs: `(batch, features)` or `(batch, timesteps, features)`.
             dropout_mask: None, or the cell's input dropout mask(s) from
                 `get_dropout_mask`, broadcastable against `inputs`.
+            add_bias: False leaves out `input_bias()`, for a loop that
+                adds it at each step.
 
         Returns:
             `(..., n_gates * units)`, the gate blocks in weight order.
@@ -220,8 +223,8 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
             )
         else:
             projected = ops.matmul(inputs * dropout_mask, self.kernel)
-        bias = self._input_bias()
-        if bias is not None:
+        bias = self.input_bias()
+        if add_bias and bias is not None:
             projected = projected + bias
         return projected
 
@@ -524,7 +527,7 @@ class GRUCell(_GatedCell):
             return (2, len(self.gate_names) * self.units)
         return (len(self.gate_names) * self.units,)
 
-    def _input_bias(self):
+    def input_bias(self):
         if self.bias is None or not self.reset_after:
             return self.bias
         return self.bias[0]

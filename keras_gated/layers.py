@@ -384,13 +384,18 @@ class _GatedRNN(keras.layers.Layer):
             inputs = ops.flip(inputs, axis=0)
             if mask is not None:
                 mask = ops.flip(mask, axis=0)
-        projected = self.cell.project_inputs(inputs, input_mask)
-
-        probes = self._probe_tensors()
         # The default activations without recurrent dropout: the fast path
-        # (loops compiled by XLA, analytic backward pass). Anything else:
-        # the cell's own step in a generic loop.
-        if not self.unroll and _tf_fused.supports(self.cell, recurrent_mask):
+        # (loops compiled by XLA, analytic backward pass), which adds the
+        # bias at each step (no second (timesteps, batch, n) tensor).
+        # Anything else: the cell's own step in a generic loop.
+        fused = not self.unroll and _tf_fused.supports(
+            self.cell, recurrent_mask
+        )
+        projected = self.cell.project_inputs(
+            inputs, input_mask, add_bias=not fused
+        )
+        probes = self._probe_tensors()
+        if fused:
             wanted = ("hidden",) if self.return_sequences else ()
             if self.return_gates:
                 wanted += tuple(self.sequence_names)
@@ -580,6 +585,7 @@ class LSTM(_GatedRNN):
             initial_state[0],
             initial_state[1],
             self.cell.recurrent_kernel,
+            input_bias=self.cell.input_bias(),
             mask=mask,
             perturbations=probes,
             wanted=wanted,
@@ -720,6 +726,7 @@ class GRU(_GatedRNN):
             projected,
             initial_state[0],
             cell.recurrent_kernel,
+            input_bias=cell.input_bias(),
             recurrent_bias=recurrent_bias,
             reset_after=cell.reset_after,
             mask=mask,
