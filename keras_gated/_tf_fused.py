@@ -84,12 +84,65 @@ def _initial_term(initial, d_sequence):
     )
 
 
-def _matmul_after_initial(initial, sequence, d_sequence):
-    """`_matmul_over_time` of the shifted sequence (initial, s_0, ...,
-    s_{T-2}) with `d_sequence`, without building the shifted copy."""
+def _matmul_shifted(initial, sequence, d_sequence, first=0):
+    """sum_t s_{t-1}^T d_t over the steps t = first, first + 1, ... that
+    `d_sequence` holds, s_{-1} being `initial`, from the whole time-major
+    `sequence` (no shifted copy is made)."""
+    length = d_sequence.shape[0]
+    if first > 0:
+        return _matmul_over_time(
+            sequence[first - 1 : first - 1 + length], d_sequence
+        )
+    previous = sequence[:-1] if length is None else sequence[: length - 1]
     return _initial_term(initial, d_sequence) + _matmul_over_time(
-        sequence[:-1], d_sequence[1:]
+        previous, d_sequence[1:]
     )
+
+
+def segments(timesteps, count=4):
+    """The `(first, length)` of up to `count` consecutive stretches of
+    time, the last first, which the backward passes take one at a time:
+    the gradient of the projected inputs, `(timesteps, batch, n)`, is
+    then held a stretch at a time (the weights' gradients are summed over
+    stretches). At most two lengths, so at most two XLA compiles. One
+    stretch `(0, None)` where the length is not static."""
+    if timesteps is None:
+        return [(0, None)]
+    length = -(-timesteps // count)
+    stretches = []
+    end = timesteps
+    while end > 0:
+        first = max(0, end - length)
+        stretches.append((first, end - first))
+        end = first
+    return stretches
+
+
+def _input_gradients(inputs, input_kernel, d_projected, first, length):
+    """For the stretch of steps `first` on that `d_projected` holds: the
+    gradient of `inputs` there and the stretch's share of
+    `input_kernel`'s, in float32 (None where the inputs came projected:
+    the gradient of the inputs is then `d_projected`)."""
+    if input_kernel is None:
+        return d_projected, None
+    if length is not None:
+        inputs = inputs[first : first + length]
+    d_inputs = tf.tensordot(d_projected, tf.transpose(input_kernel), axes=1)
+    return d_inputs, _matmul_over_time(inputs, d_projected)
+
+
+def _concat_over_time(parts):
+    """Stretches given last first, joined in time order."""
+    return parts[0] if len(parts) == 1 else tf.concat(parts[::-1], axis=0)
+
+
+def _add(total, value):
+    return value if total is None else total + value
+
+
+def _present(**tensors):
+    """The tensors that are not None, in order."""
+    return {name: t for name, t in tensors.items() if t is not None}
 
 
 def _sum_over_steps(d_sequence, dtype):
@@ -136,10 +189,17 @@ def connected(gradient):
     return gradient
 
 
-def _loop(body, timesteps, loop_vars, reverse=False, static_timesteps=None):
-    start = timesteps - 1 if reverse else tf.constant(0)
+def _loop(
+    body, timesteps, loop_vars, reverse=False, static_timesteps=None, first=0
+):
+    """Steps t = first, ..., first + timesteps - 1 (backwards with
+    `reverse`)."""
+    first = tf.convert_to_tensor(first, tf.int32)
+    start = first + timesteps - 1 if reverse else first
     return tf.while_loop(
-        (lambda t, *_: t >= 0) if reverse else (lambda t, *_: t < timesteps),
+        (lambda t, *_: t >= first)
+        if reverse
+        else (lambda t, *_: t < first + timesteps),
         body,
         (start,) + tuple(loop_vars),
         maximum_iterations=static_timesteps,
@@ -421,14 +481,27 @@ def _lstm_forward(
 
 
 def _lstm_backward(
-    h0, c0, kernel, mask, sequences, upstream, dh_last, dc_last, probe_names
+    h0,
+    c0,
+    kernel,
+    mask,
+    sequences,
+    upstream,
+    dh_last,
+    dc_last,
+    probe_names,
+    first,
+    length,
 ):
-    """`sequences`: the batch-major gates and cell state; `upstream`: the
-    batch-major gradients of the returned sequences (None where zero)."""
+    """The steps `first` to `first + length - 1` (to the last step with
+    `length` None), backwards. `sequences`: the batch-major gates and
+    cell state; `upstream`: the batch-major gradients of the returned
+    sequences (None where zero). Returns that stretch's dz, the state
+    gradients before it, and its probe gradients."""
     i_seq, f_seq, g_seq, o_seq, c_seq = (
         sequences[n] for n in ("input", "forget", "candidate", "output", "cell")
     )
-    timesteps = tf.shape(c_seq)[1]
+    timesteps = tf.shape(c_seq)[1] if length is None else length
     up = [upstream.get(n) for n in LSTM_SEQUENCES]
     dz_ta = sequence_array(tf.concat([h0] * 4, axis=1), timesteps)
     dprobe_tas = _arrays(len(probe_names), h0, timesteps)
@@ -449,7 +522,8 @@ def _lstm_backward(
         dct = dc + dh * o * (1 - tc * tc)
         totals = {"hidden": dh, "cell": _where(keep, dct, dc)}
         dprobe_tas = tuple(
-            ta.write(t, totals[n]) for ta, n in zip(dprobe_tas, probe_names)
+            ta.write(t - first, totals[n])
+            for ta, n in zip(dprobe_tas, probe_names)
         )
         di = _plus(dct * g, _at(up[2], t))
         df = _plus(dct * c_prev, _at(up[3], t))
@@ -466,33 +540,37 @@ def _lstm_backward(
         dz = _where(keep, dz, tf.zeros_like(dz))
         dh_prev = _where(keep, tf.matmul(dz, kernel_t), dh)
         dc_prev = _where(keep, dct * f, dc)
-        return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz), dprobe_tas
+        return t - 1, dh_prev, dc_prev, dz_ta.write(t - first, dz), dprobe_tas
 
     dh0, dc0, dz_ta, dprobe_tas = _loop(
         back,
         timesteps,
         (dh_last, dc_last, dz_ta, dprobe_tas),
         reverse=True,
-        static_timesteps=c_seq.shape[1],
+        static_timesteps=c_seq.shape[1] if length is None else length,
+        first=first,
     )
     return [dz_ta.stack(), dh0, dc0] + [ta.stack() for ta in dprobe_tas]
 
 
-def _lstm_kernel_gradient(h0, o_seq, c_seq, dz, timesteps, chunks=16):
-    """sum_t h_{t-1}^T dz_t (h_{-1} = h0) for an unmasked LSTM of static
-    length, with h_t = o_t * tanh(c_t) recomputed from the batch-major
-    gates in at most `chunks` slices of time (at least 32 steps each):
-    never a whole (timesteps, batch, units) copy."""
-    step = max(32, -(-timesteps // chunks))
-    total = _initial_term(h0, dz)
-    for start in range(1, timesteps, step):
-        end = min(start + step, timesteps)
+def _lstm_kernel_gradient(h0, o_seq, c_seq, dz, first, chunks=4):
+    """sum_t h_{t-1}^T dz_t (h_{-1} = h0) over the steps `first` on that
+    `dz` holds, for an unmasked LSTM of static length, with
+    h_t = o_t * tanh(c_t) recomputed from the batch-major gates in at
+    most `chunks` slices of time (at least 32 steps each): never a copy
+    of the whole stretch."""
+    length = dz.shape[0]
+    step = max(32, -(-length // chunks))
+    total = _initial_term(h0, dz) if first == 0 else None
+    for start in range(1 if first == 0 else 0, length, step):
+        end = min(start + step, length)
         # One slice after the other, so that only one is held at a time.
-        with tf.control_dependencies([total]):
-            o = tf.cast(o_seq[:, start - 1 : end - 1], tf.float32)
-            c = tf.cast(c_seq[:, start - 1 : end - 1], tf.float32)
+        with tf.control_dependencies([] if total is None else [total]):
+            before = slice(first + start - 1, first + end - 1)
+            o = tf.cast(o_seq[:, before], tf.float32)
+            c = tf.cast(c_seq[:, before], tf.float32)
             h = tf.transpose(o * tf.tanh(c), (1, 0, 2))
-            total += _matmul_over_time(h, dz[start:end])
+            total = _add(total, _matmul_over_time(h, dz[start:end]))
     return total
 
 
@@ -500,11 +578,26 @@ _lstm_forward_compiled = _compiled(_lstm_forward)
 _lstm_backward_compiled = _compiled(_lstm_backward)
 
 
+def _projection(inputs, input_kernel):
+    """x_t W for all steps (`inputs` where they come projected)."""
+    if input_kernel is None:
+        return inputs
+    return tf.tensordot(inputs, input_kernel, axes=1)
+
+
+def _after(tensors):
+    """A context in which ops run after `tensors`: each stretch of the
+    backward pass waits until the previous one's gradient of the
+    projected inputs is used up, so one is held at a time."""
+    return tf.control_dependencies([t for t in tensors if t is not None])
+
+
 def lstm(
-    projected,
+    inputs,
     h0,
     c0,
     recurrent_kernel,
+    input_kernel=None,
     input_bias=None,
     mask=None,
     perturbations=None,
@@ -512,10 +605,12 @@ def lstm(
 ):
     """The LSTM recurrence.
 
-    `wanted` names the sequences the caller needs. Where a gradient may be
-    taken, what the backward pass needs is recorded too; otherwise only
-    the wanted ones, and a gradient asked for later still comes out right
-    (the forward pass is run again, recording).
+    `inputs` are projected by `input_kernel` (where given; otherwise they
+    come projected) and `input_bias` is added at each step. `wanted` names
+    the sequences the caller needs. Where a gradient may be taken, what
+    the backward pass needs is recorded too; otherwise only the wanted
+    ones, and a gradient asked for later still comes out right (the
+    forward pass is run again, recording).
 
     Returns:
         `(final_states, sequences)`: `[h_T, c_T]` and a dict holding (at
@@ -530,29 +625,35 @@ def lstm(
     # backward loop (one sequence less to hold), except where a mask or a
     # probe makes h differ from o * tanh(c), or the length is not static.
     backward = _LSTM_BACKWARD
-    if mask is None and not names and projected.shape[0] is not None:
+    if mask is None and not names and inputs.shape[0] is not None:
         backward = (_LSTM_BACKWARD[0], ())
     batch_major, time_major = _layouts(
         LSTM_SEQUENCES, wanted, backward, record_all
     )
-
-    has_bias = input_bias is not None
+    weights = _present(input_kernel=input_kernel, input_bias=input_bias)
 
     @tf.custom_gradient
-    def recurrence(projected, h0, c0, kernel, *rest):
-        bias = rest[0] if has_bias else None
-        probe = dict(zip(names, rest[1:] if has_bias else rest))
-        h_last, c_last, returned, kept = _lstm_forward_compiled(
-            projected,
-            h0,
-            c0,
-            kernel,
-            bias,
-            mask,
-            probe.get("hidden"),
-            probe.get("cell"),
-            batch_major,
-            time_major,
+    def recurrence(inputs, h0, c0, kernel, *rest):
+        weight = dict(zip(weights, rest))
+        probe = dict(zip(names, rest[len(weights) :]))
+        input_kernel = weight.get("input_kernel")
+
+        def forward(probe_h, probe_c, batch_major, time_major):
+            return _lstm_forward_compiled(
+                _projection(inputs, input_kernel),
+                h0,
+                c0,
+                kernel,
+                weight.get("input_bias"),
+                mask,
+                probe_h,
+                probe_c,
+                batch_major,
+                time_major,
+            )
+
+        h_last, c_last, returned, kept = forward(
+            probe.get("hidden"), probe.get("cell"), batch_major, time_major
         )
         returned = [returned[n] for n in batch_major]
         kept = [kept[n] for n in time_major]
@@ -562,44 +663,53 @@ def lstm(
                 record_all,
                 batch_major + time_major,
                 returned + kept,
-                lambda: _lstm_forward_compiled(
-                    projected,
-                    h0,
-                    c0,
-                    kernel,
-                    bias,
-                    mask,
-                    None,
-                    None,
-                    *backward,
-                )[2:],
+                lambda: forward(None, None, *backward)[2:],
             )
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
-            dz, dh0, dc0, *d_probes = _lstm_backward_compiled(
-                h0,
-                c0,
-                kernel,
-                mask,
-                {n: sequences[n] for n in _LSTM_BACKWARD[0]},
-                upstream,
-                dh_last,
-                dc_last,
-                names,
-            )
-            if backward[1]:
-                d_kernel = _matmul_after_initial(h0, sequences["hidden"], dz)
-            else:
-                d_kernel = _lstm_kernel_gradient(
-                    h0,
-                    sequences["output"],
-                    sequences["cell"],
-                    dz,
-                    projected.shape[0],
+            dh, dc = dh_last, dc_last
+            d_kernel = d_input_kernel = d_bias = None
+            d_inputs, d_probes, done = [], [], []
+            for first, length in segments(inputs.shape[0]):
+                with _after(done):
+                    dz, dh, dc, *probes = _lstm_backward_compiled(
+                        h0,
+                        c0,
+                        kernel,
+                        mask,
+                        {n: sequences[n] for n in _LSTM_BACKWARD[0]},
+                        upstream,
+                        dh,
+                        dc,
+                        names,
+                        tf.constant(first),
+                        length,
+                    )
+                if backward[1]:
+                    part = _matmul_shifted(h0, sequences["hidden"], dz, first)
+                else:
+                    part = _lstm_kernel_gradient(
+                        h0, sequences["output"], sequences["cell"], dz, first
+                    )
+                d_kernel = _add(d_kernel, part)
+                dx, part = _input_gradients(
+                    inputs, input_kernel, dz, first, length
                 )
-            result = [dz, dh0, dc0, tf.cast(d_kernel, kernel.dtype)]
-            if has_bias:
-                result.append(_sum_over_steps(dz, bias.dtype))
-            return result + d_probes
+                d_input_kernel = _add(d_input_kernel, part)
+                d_bias = _add(d_bias, _sum_over_steps(dz, tf.float32))
+                d_inputs.append(dx)
+                d_probes.append(probes)
+                done = [d_kernel, dx, d_input_kernel, d_bias]
+            d_weight = {"input_kernel": d_input_kernel, "input_bias": d_bias}
+            result = [
+                _concat_over_time(d_inputs),
+                dh,
+                dc,
+                tf.cast(d_kernel, kernel.dtype),
+            ]
+            result += [tf.cast(d_weight[n], weight[n].dtype) for n in weights]
+            return result + [
+                _concat_over_time(list(parts)) for parts in zip(*d_probes)
+            ]
 
         return [h_last, c_last] + returned + kept, grad
 
@@ -607,8 +717,8 @@ def lstm(
     # A variable read inside would make TF ask for variable gradients:
     # pass the weights in as tensors.
     kernel = tf.identity(recurrent_kernel)
-    extra = [tf.identity(input_bias)] if has_bias else []
-    outputs = recurrence(projected, h0, c0, kernel, *extra, *probes)
+    extra = [tf.identity(w) for w in weights.values()]
+    outputs = recurrence(inputs, h0, c0, kernel, *extra, *probes)
     return list(outputs[:2]), dict(zip(batch_major, outputs[2:]))
 
 
@@ -681,22 +791,26 @@ def _gru_backward(
     dh_last,
     probe_names,
     reset_after,
+    first,
+    length,
 ):
-    """`sequences`: the batch-major gates and the time-major "hidden" (with
-    reset_after, U_h h_{t-1} + b_h is recomputed per step: one small matmul
-    instead of a stored sequence); `upstream`: the batch-major gradients
-    of the returned sequences (None where zero).
+    """The steps `first` to `first + length - 1` (to the last step with
+    `length` None), backwards. `sequences`: the batch-major gates and the
+    time-major "hidden" (with reset_after, U_h h_{t-1} + b_h is recomputed
+    per step: one small matmul instead of a stored sequence); `upstream`:
+    the batch-major gradients of the returned sequences (None where zero).
 
-    Returns `[dx, d_rh, dh0, *d_probes]`: dx the gradient of the projected
-    inputs, `(T, batch, 3 * units)`; with reset_after, d_rh the gradient of
-    U_h h_{t-1} + b_h, `(T, batch, units)` (the recurrent pre-activations'
-    gradient is dx with its last block replaced by d_rh); else None.
+    Returns `[dx, d_rh, dh, *d_probes]` for the stretch: dx the gradient of
+    the projected inputs, `(length, batch, 3 * units)`; with reset_after,
+    d_rh the gradient of U_h h_{t-1} + b_h, `(length, batch, units)` (the
+    recurrent pre-activations' gradient is dx with its last block replaced
+    by d_rh), else None; dh the gradient of the state before the stretch.
     """
     z_seq, r_seq, n_seq = (
         sequences[n] for n in ("update", "reset", "candidate")
     )
     h_ta = unstack(sequences["hidden"])
-    timesteps = tf.shape(z_seq)[1]
+    timesteps = tf.shape(z_seq)[1] if length is None else length
     units = h0.shape[-1]
     up = [upstream.get(n) for n in GRU_SEQUENCES]
     dx_ta = sequence_array(tf.concat([h0] * 3, axis=1), timesteps)
@@ -712,7 +826,7 @@ def _gru_backward(
 
     def back(t, dh, dx_ta, drh_ta, dprobe_tas):
         dh = _plus(dh, _at(up[0], t))
-        dprobe_tas = tuple(ta.write(t, dh) for ta in dprobe_tas)
+        dprobe_tas = tuple(ta.write(t - first, dh) for ta in dprobe_tas)
         z, r, n = (_at(s, t) for s in (z_seq, r_seq, n_seq))
         h_prev = _before(h_ta, t, h0)
         dz = _plus(dh * (h_prev - n), _at(up[1], t))
@@ -738,38 +852,46 @@ def _gru_backward(
         dx = _where(keep, dx, tf.zeros_like(dx))
         dh_prev = _where(keep, dh_prev + rec_back, dh)
         if reset_after:
-            drh_ta = drh_ta.write(t, _where(keep, drh, tf.zeros_like(drh)))
-        return t - 1, dh_prev, dx_ta.write(t, dx), drh_ta, dprobe_tas
+            drh = _where(keep, drh, tf.zeros_like(drh))
+            drh_ta = drh_ta.write(t - first, drh)
+        dx_ta = dx_ta.write(t - first, dx)
+        return t - 1, dh_prev, dx_ta, drh_ta, dprobe_tas
 
     dh0, dx_ta, drh_ta, dprobe_tas = _loop(
         back,
         timesteps,
         (dh_last, dx_ta, drh_ta, dprobe_tas),
         reverse=True,
-        static_timesteps=z_seq.shape[1],
+        static_timesteps=z_seq.shape[1] if length is None else length,
+        first=first,
     )
     d_rh = drh_ta.stack() if reset_after else None
     d_probes = [ta.stack() for ta in dprobe_tas]
     return [dx_ta.stack(), d_rh, dh0] + d_probes
 
 
-def _gru_weight_gradients(h0, sequences, dx, d_rh, d_input_bias, reset_after):
-    """The recurrent kernel's and bias' gradients, large matmuls and sums
-    over all steps, run by TensorFlow (faster than XLA's CPU dot here).
-    Each matmul takes a whole stored tensor, computing a block it does not
-    need rather than copying a slice of the tensor. `d_input_bias` is the
-    sum of `dx` over all steps, which the recurrent bias' z and r blocks
-    share."""
+def _gru_weight_gradients(
+    h0, sequences, dx, d_rh, d_input_bias, reset_after, first
+):
+    """A stretch's share of the recurrent kernel's and bias' gradients
+    (the steps `first` on that `dx` holds), large matmuls and sums run by
+    TensorFlow (faster than XLA's CPU dot here). Each matmul takes a whole
+    stretch, computing a block it does not need rather than copying a
+    slice. `d_input_bias` is the sum of `dx` over the stretch, which the
+    recurrent bias' z and r blocks share."""
     units = h0.shape[-1]
-    by_h = _matmul_after_initial(h0, sequences["hidden"], dx)
+    by_h = _matmul_shifted(h0, sequences["hidden"], dx, first)
     if reset_after:
-        last = _matmul_after_initial(h0, sequences["hidden"], d_rh)
+        last = _matmul_shifted(h0, sequences["hidden"], d_rh, first)
         d_bias = tf.concat(
             [d_input_bias[: 2 * units], _sum_over_steps(d_rh, tf.float32)],
             axis=0,
         )
     else:
-        last = _matmul_over_time(sequences["rh"], dx)[:, 2 * units :]
+        rh = sequences["rh"]
+        if dx.shape[0] is not None:
+            rh = rh[first : first + dx.shape[0]]
+        last = _matmul_over_time(rh, dx)[:, 2 * units :]
         d_bias = None
     return tf.concat([by_h[:, : 2 * units], last], axis=1), d_bias
 
@@ -779,9 +901,10 @@ _gru_backward_compiled = _compiled(_gru_backward)
 
 
 def gru(
-    projected,
+    inputs,
     h0,
     recurrent_kernel,
+    input_kernel=None,
     input_bias=None,
     recurrent_bias=None,
     reset_after=True,
@@ -791,9 +914,10 @@ def gru(
 ):
     """The GRU recurrence, both `reset_after` settings.
 
-    `input_bias` is the bias (its first row with `reset_after=True`),
-    `recurrent_bias` the second row with `reset_after=True` (None
-    otherwise, or without bias). `wanted` as in `lstm`.
+    `inputs`, `input_kernel` and `input_bias` (the bias, its first row
+    with `reset_after=True`) as in `lstm`; `recurrent_bias` is the second
+    row with `reset_after=True` (None otherwise, or without bias).
+    `wanted` as in `lstm`.
 
     Returns:
         `(final_states, sequences)`: `[h_T]` and a dict holding (at least)
@@ -802,11 +926,11 @@ def gru(
     """
     perturbations = perturbations or {}
     names = tuple(n for n in ("hidden",) if n in perturbations)
-    biases = {
-        name: bias
-        for name, bias in (("input", input_bias), ("recurrent", recurrent_bias))
-        if bias is not None
-    }
+    weights = _present(
+        input_kernel=input_kernel,
+        input_bias=input_bias,
+        recurrent_bias=recurrent_bias,
+    )
     record_all = bool(names) or _recording()
     # The update gate is always kept: without a store to hold it, XLA's CPU
     # backend fused the whole step into one loop that ran 2.2x slower
@@ -819,20 +943,28 @@ def gru(
     )
 
     @tf.custom_gradient
-    def recurrence(projected, h0, kernel, *rest):
-        bias = dict(zip(biases, rest))
-        probe = dict(zip(names, rest[len(biases) :]))
-        h_last, returned, kept = _gru_forward_compiled(
-            projected,
-            h0,
-            kernel,
-            bias.get("input"),
-            bias.get("recurrent"),
-            mask,
-            probe.get("hidden"),
-            reset_after,
-            batch_major,
-            time_major,
+    def recurrence(inputs, h0, kernel, *rest):
+        weight = dict(zip(weights, rest))
+        probe = dict(zip(names, rest[len(weights) :]))
+        input_kernel = weight.get("input_kernel")
+        recurrent_bias = weight.get("recurrent_bias")
+
+        def forward(probe_h, batch_major, time_major):
+            return _gru_forward_compiled(
+                _projection(inputs, input_kernel),
+                h0,
+                kernel,
+                weight.get("input_bias"),
+                recurrent_bias,
+                mask,
+                probe_h,
+                reset_after,
+                batch_major,
+                time_major,
+            )
+
+        h_last, returned, kept = forward(
+            probe.get("hidden"), batch_major, time_major
         )
         returned = [returned[n] for n in batch_major]
         kept = [kept[n] for n in time_major]
@@ -842,43 +974,63 @@ def gru(
                 record_all,
                 batch_major + time_major,
                 returned + kept,
-                lambda: _gru_forward_compiled(
-                    projected,
-                    h0,
-                    kernel,
-                    bias.get("input"),
-                    bias.get("recurrent"),
-                    mask,
-                    None,
-                    reset_after,
-                    *backward,
-                )[1:],
+                lambda: forward(None, *backward)[1:],
             )
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
-            dx, d_rh, dh0, *d_probes = _gru_backward_compiled(
-                h0,
-                kernel,
-                bias.get("recurrent"),
-                mask,
-                {n: sequences[n] for n in backward[0] + ("hidden",)},
-                upstream,
-                dh_last,
-                names,
-                reset_after,
+            dh = dh_last
+            d_weight = dict.fromkeys(
+                ("kernel", "input_kernel", "input_bias", "recurrent_bias")
             )
-            d_input_bias = _sum_over_steps(dx, tf.float32)
-            d_kernel, d_bias = _gru_weight_gradients(
-                h0, sequences, dx, d_rh, d_input_bias, reset_after
-            )
-            d_biases = {"input": d_input_bias, "recurrent": d_bias}
-            result = [dx, dh0, tf.cast(d_kernel, kernel.dtype)]
-            result += [tf.cast(d_biases[n], bias[n].dtype) for n in biases]
-            return result + d_probes
+            d_inputs, d_probes, done = [], [], []
+            for first, length in segments(inputs.shape[0]):
+                with _after(done):
+                    dx, d_rh, dh, *probes = _gru_backward_compiled(
+                        h0,
+                        kernel,
+                        recurrent_bias,
+                        mask,
+                        {n: sequences[n] for n in backward[0] + ("hidden",)},
+                        upstream,
+                        dh,
+                        names,
+                        reset_after,
+                        tf.constant(first),
+                        length,
+                    )
+                d_input_bias = _sum_over_steps(dx, tf.float32)
+                d_kernel, d_recurrent_bias = _gru_weight_gradients(
+                    h0, sequences, dx, d_rh, d_input_bias, reset_after, first
+                )
+                d_x, d_input_kernel = _input_gradients(
+                    inputs, input_kernel, dx, first, length
+                )
+                parts = {
+                    "kernel": d_kernel,
+                    "input_kernel": d_input_kernel,
+                    "input_bias": d_input_bias,
+                    "recurrent_bias": d_recurrent_bias,
+                }
+                d_weight = {
+                    n: None if parts[n] is None else _add(d_weight[n], parts[n])
+                    for n in d_weight
+                }
+                d_inputs.append(d_x)
+                d_probes.append(probes)
+                done = [d_x] + list(d_weight.values())
+            result = [
+                _concat_over_time(d_inputs),
+                dh,
+                tf.cast(d_weight["kernel"], kernel.dtype),
+            ]
+            result += [tf.cast(d_weight[n], weight[n].dtype) for n in weights]
+            return result + [
+                _concat_over_time(list(parts)) for parts in zip(*d_probes)
+            ]
 
         return [h_last] + returned + kept, grad
 
-    extra = [tf.identity(bias) for bias in biases.values()]
+    extra = [tf.identity(w) for w in weights.values()]
     probes = [tf.convert_to_tensor(perturbations[n], h0.dtype) for n in names]
     kernel = tf.identity(recurrent_kernel)
-    outputs = recurrence(projected, h0, kernel, *extra, *probes)
+    outputs = recurrence(inputs, h0, kernel, *extra, *probes)
     return [outputs[0]], dict(zip(batch_major, outputs[1:]))

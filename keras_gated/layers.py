@@ -384,26 +384,29 @@ class _GatedRNN(keras.layers.Layer):
             inputs = ops.flip(inputs, axis=0)
             if mask is not None:
                 mask = ops.flip(mask, axis=0)
-        # The default activations without recurrent dropout: the fast path
-        # (loops compiled by XLA, analytic backward pass), which adds the
-        # bias at each step (no second (timesteps, batch, n) tensor).
-        # Anything else: the cell's own step in a generic loop.
-        fused = not self.unroll and _tf_fused.supports(
-            self.cell, recurrent_mask
-        )
-        projected = self.cell.project_inputs(
-            inputs, input_mask, add_bias=not fused
-        )
         probes = self._probe_tensors()
-        if fused:
+        # The default activations without recurrent dropout: the fast path
+        # (loops compiled by XLA, analytic backward pass). It projects the
+        # inputs itself, unless input dropout gives each gate its own, so
+        # that its backward pass can hand out the inputs' gradient a
+        # stretch of time at a time; it adds the bias at each step.
+        # Anything else: the cell's own step in a generic loop.
+        if not self.unroll and _tf_fused.supports(self.cell, recurrent_mask):
             wanted = ("hidden",) if self.return_sequences else ()
             if self.return_gates:
                 wanted += tuple(self.sequence_names)
+            input_kernel = self.cell.kernel
+            if input_mask is not None:
+                inputs = self.cell.project_inputs(
+                    inputs, input_mask, add_bias=False
+                )
+                input_kernel = None
             # Batch-major sequences, as the layer returns them.
             states, sequences = self._fused(
-                projected, initial_state, mask, probes, wanted
+                inputs, input_kernel, initial_state, mask, probes, wanted
             )
         else:
+            projected = self.cell.project_inputs(inputs, input_mask)
             states, sequences = self._generic(
                 projected, initial_state, mask, probes, recurrent_mask
             )
@@ -579,12 +582,13 @@ class LSTM(_GatedRNN):
     state_sequences = ("cell",)
     state_names = ("hidden", "cell")
 
-    def _fused(self, projected, initial_state, mask, probes, wanted):
+    def _fused(self, inputs, input_kernel, initial_state, mask, probes, wanted):
         return _tf_fused.lstm(
-            projected,
+            inputs,
             initial_state[0],
             initial_state[1],
             self.cell.recurrent_kernel,
+            input_kernel=input_kernel,
             input_bias=self.cell.input_bias(),
             mask=mask,
             perturbations=probes,
@@ -717,15 +721,16 @@ class GRU(_GatedRNN):
     sequence_names = GRU_SEQUENCES
     state_names = ("hidden",)
 
-    def _fused(self, projected, initial_state, mask, probes, wanted):
+    def _fused(self, inputs, input_kernel, initial_state, mask, probes, wanted):
         cell = self.cell
         recurrent_bias = None
         if cell.use_bias and cell.reset_after:
             recurrent_bias = cell.bias[1]
         return _tf_fused.gru(
-            projected,
+            inputs,
             initial_state[0],
             cell.recurrent_kernel,
+            input_kernel=input_kernel,
             input_bias=cell.input_bias(),
             recurrent_bias=recurrent_bias,
             reset_after=cell.reset_after,
