@@ -19,20 +19,25 @@ for speed; tests hold the two paths equal.
   pass reads. With no tape it stores only what is returned; a gradient
   asked for later through the same trace runs the forward pass again.
 - The backward loop costs one small matmul per step (dz_t @ U^T); the
-  recurrent kernel's gradient is large TensorFlow matmuls over all steps
-  after it. Upstream gradients that TensorFlow hands over as zeros
-  (outputs the loss does not use) are skipped.
+  weights' gradients are large TensorFlow matmuls after it. It runs in
+  up to four stretches of time (`_segments`), last first, each stretch's
+  share of the weight and input gradients taken before the next one
+  runs, so the gradient of the projected inputs, `(timesteps, batch, n)`,
+  is held a stretch at a time. Upstream gradients that TensorFlow hands
+  over as zeros (outputs the loss does not use) are skipped.
 - Memory: the LSTM's h_{t-1} = o * tanh(c) for the kernel gradient is
   recomputed in slices of time (without a mask or probes) instead of
   stored; the GRU recomputes U_h h_{t-1} + b_h per step, and stores one
   gradient of the projected inputs plus that of U_h h + b_h instead of
   two full ones.
 
-Inputs are time-major: `projected` is `(timesteps, batch, n)`, the input
-projection x_t W; the input bias b (None without one) is added at each
+Inputs are time-major `(timesteps, batch, features)`, projected inside
+the op by an `input_kernel` W, or already projected `(timesteps, batch,
+n)` without one (input dropout); the op returns the gradients of the
+inputs and of W. The input bias b (None without one) is added at each
 step, which under an enclosing XLA compile keeps XLA from allocating a
 second `(timesteps, batch, n)` temporary, freshly paged in on each call
-(28 ms of 69 at batch 64, T=200, 128 units); `mask` is None or boolean
+(28 ms of 69 at batch 64, T=200, 128 units). `mask` is None or boolean
 `(timesteps, batch)`; `perturbations` maps state names to
 `(timesteps, batch, units)` tensors added to the state after each step
 (their gradient is dL/ds_t).
@@ -99,7 +104,7 @@ def _matmul_shifted(initial, sequence, d_sequence, first=0):
     )
 
 
-def segments(timesteps, count=4):
+def _segments(timesteps, count=4):
     """The `(first, length)` of up to `count` consecutive stretches of
     time, the last first, which the backward passes take one at a time:
     the gradient of the projected inputs, `(timesteps, batch, n)`, is
@@ -138,6 +143,32 @@ def _concat_over_time(parts):
 
 def _add(total, value):
     return value if total is None else total + value
+
+
+def _by_stretches(timesteps, stretch, states):
+    """The backward pass a stretch of time at a time (`_segments`), last
+    first. `stretch(first, length, states)` runs one and returns the
+    gradients of the states before it, of its inputs and probes, and its
+    shares of the weights' gradients (a dict; None where a weight is
+    absent). Each stretch waits until the previous one's are taken.
+
+    Returns the gradients of the initial states, of the inputs and of the
+    weights (summed over stretches), and of the probes.
+    """
+    d_weights, d_inputs, d_probes, done = {}, [], [], []
+    for first, length in _segments(timesteps):
+        with _after(done):
+            states, d_x, parts, probes = stretch(first, length, states)
+        d_weights = {
+            name: _add(d_weights.get(name), part)
+            for name, part in parts.items()
+            if part is not None
+        }
+        d_inputs.append(d_x)
+        d_probes.append(probes)
+        done = [d_x, *d_weights.values()]
+    d_probes = [_concat_over_time(list(parts)) for parts in zip(*d_probes)]
+    return states, _concat_over_time(d_inputs), d_weights, d_probes
 
 
 def _present(**tensors):
@@ -666,50 +697,49 @@ def lstm(
                 lambda: forward(None, None, *backward)[2:],
             )
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
-            dh, dc = dh_last, dc_last
-            d_kernel = d_input_kernel = d_bias = None
-            d_inputs, d_probes, done = [], [], []
-            for first, length in segments(inputs.shape[0]):
-                with _after(done):
-                    dz, dh, dc, *probes = _lstm_backward_compiled(
-                        h0,
-                        c0,
-                        kernel,
-                        mask,
-                        {n: sequences[n] for n in _LSTM_BACKWARD[0]},
-                        upstream,
-                        dh,
-                        dc,
-                        names,
-                        tf.constant(first),
-                        length,
-                    )
+
+            def stretch(first, length, states):
+                dz, dh, dc, *d_probes = _lstm_backward_compiled(
+                    h0,
+                    c0,
+                    kernel,
+                    mask,
+                    {n: sequences[n] for n in _LSTM_BACKWARD[0]},
+                    upstream,
+                    *states,
+                    names,
+                    tf.constant(first),
+                    length,
+                )
                 if backward[1]:
-                    part = _matmul_shifted(h0, sequences["hidden"], dz, first)
+                    d_kernel = _matmul_shifted(
+                        h0, sequences["hidden"], dz, first
+                    )
                 else:
-                    part = _lstm_kernel_gradient(
+                    d_kernel = _lstm_kernel_gradient(
                         h0, sequences["output"], sequences["cell"], dz, first
                     )
-                d_kernel = _add(d_kernel, part)
-                dx, part = _input_gradients(
+                d_x, d_input_kernel = _input_gradients(
                     inputs, input_kernel, dz, first, length
                 )
-                d_input_kernel = _add(d_input_kernel, part)
-                d_bias = _add(d_bias, _sum_over_steps(dz, tf.float32))
-                d_inputs.append(dx)
-                d_probes.append(probes)
-                done = [d_kernel, dx, d_input_kernel, d_bias]
-            d_weight = {"input_kernel": d_input_kernel, "input_bias": d_bias}
+                parts = {
+                    "kernel": d_kernel,
+                    "input_kernel": d_input_kernel,
+                    "input_bias": _sum_over_steps(dz, tf.float32),
+                }
+                return (dh, dc), d_x, parts, d_probes
+
+            (dh0, dc0), d_inputs, d_weight, d_probes = _by_stretches(
+                inputs.shape[0], stretch, (dh_last, dc_last)
+            )
             result = [
-                _concat_over_time(d_inputs),
-                dh,
-                dc,
-                tf.cast(d_kernel, kernel.dtype),
+                d_inputs,
+                dh0,
+                dc0,
+                tf.cast(d_weight["kernel"], kernel.dtype),
             ]
             result += [tf.cast(d_weight[n], weight[n].dtype) for n in weights]
-            return result + [
-                _concat_over_time(list(parts)) for parts in zip(*d_probes)
-            ]
+            return result + d_probes
 
         return [h_last, c_last] + returned + kept, grad
 
@@ -977,26 +1007,21 @@ def gru(
                 lambda: forward(None, *backward)[1:],
             )
             upstream = {n: connected(d) for n, d in zip(batch_major, d_outputs)}
-            dh = dh_last
-            d_weight = dict.fromkeys(
-                ("kernel", "input_kernel", "input_bias", "recurrent_bias")
-            )
-            d_inputs, d_probes, done = [], [], []
-            for first, length in segments(inputs.shape[0]):
-                with _after(done):
-                    dx, d_rh, dh, *probes = _gru_backward_compiled(
-                        h0,
-                        kernel,
-                        recurrent_bias,
-                        mask,
-                        {n: sequences[n] for n in backward[0] + ("hidden",)},
-                        upstream,
-                        dh,
-                        names,
-                        reset_after,
-                        tf.constant(first),
-                        length,
-                    )
+
+            def stretch(first, length, dh):
+                dx, d_rh, dh, *d_probes = _gru_backward_compiled(
+                    h0,
+                    kernel,
+                    recurrent_bias,
+                    mask,
+                    {n: sequences[n] for n in backward[0] + ("hidden",)},
+                    upstream,
+                    dh,
+                    names,
+                    reset_after,
+                    tf.constant(first),
+                    length,
+                )
                 d_input_bias = _sum_over_steps(dx, tf.float32)
                 d_kernel, d_recurrent_bias = _gru_weight_gradients(
                     h0, sequences, dx, d_rh, d_input_bias, reset_after, first
@@ -1010,22 +1035,18 @@ def gru(
                     "input_bias": d_input_bias,
                     "recurrent_bias": d_recurrent_bias,
                 }
-                d_weight = {
-                    n: None if parts[n] is None else _add(d_weight[n], parts[n])
-                    for n in d_weight
-                }
-                d_inputs.append(d_x)
-                d_probes.append(probes)
-                done = [d_x] + list(d_weight.values())
+                return dh, d_x, parts, d_probes
+
+            dh0, d_inputs, d_weight, d_probes = _by_stretches(
+                inputs.shape[0], stretch, dh_last
+            )
             result = [
-                _concat_over_time(d_inputs),
-                dh,
+                d_inputs,
+                dh0,
                 tf.cast(d_weight["kernel"], kernel.dtype),
             ]
             result += [tf.cast(d_weight[n], weight[n].dtype) for n in weights]
-            return result + [
-                _concat_over_time(list(parts)) for parts in zip(*d_probes)
-            ]
+            return result + d_probes
 
         return [h_last] + returned + kept, grad
 
