@@ -528,6 +528,8 @@ class GRUCell(_GatedCell):
         return (len(self.gate_names) * self.units,)
 
     def input_bias(self):
+        """The bias added to the input projection: with `reset_after`,
+        the bias' first row (None without bias)."""
         if self.bias is None or not self.reset_after:
             return self.bias
         return self.bias[0]
