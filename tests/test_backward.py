@@ -235,8 +235,9 @@ def test_portable_graphs_equal_unrolled_autodiff(cls, kwargs):
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
     """Without a mask or probes, the LSTM's kernel gradient recomputes
-    h_{t-1} = o * tanh(c) 32 steps at a time: across chunk edges (32, 33,
-    70 steps) the gradients equal the built-in layer's."""
+    h_{t-1} = o * tanh(c) in slices of time within each of up to four
+    backward stretches: across slice and stretch edges (32, 33, 70 steps)
+    the gradients equal the built-in layer's."""
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(BATCH, timesteps, FEATURES)), tf.float32)
     builtin = keras.layers.LSTM(UNITS, return_sequences=return_sequences)
@@ -256,6 +257,23 @@ def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
     for want, got in zip(expected, gradients(ours, x)):
         scale = max(1.0, float(np.max(np.abs(want))))
         np.testing.assert_allclose(got, want, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("timesteps", [None, 1, 2, 3, 4, 5, 7, 33, 200, 1001])
+def test_backward_stretches_cover_every_step_once(timesteps):
+    """The backward pass's stretches of time, last first, cover every step
+    once, in at most four stretches of at most two lengths (two XLA
+    compiles); an unknown length is one stretch."""
+    stretches = _tf_fused._segments(timesteps)
+    if timesteps is None:
+        assert stretches == [(0, None)]
+        return
+    steps = [t for first, n in stretches for t in range(first, first + n)]
+    assert sorted(steps) == list(range(timesteps))
+    firsts = [first for first, _ in stretches]
+    assert firsts == sorted(firsts, reverse=True)
+    assert len(stretches) <= 4
+    assert len({n for _, n in stretches}) <= 2
 
 
 def test_state_probe_gradient_matches_finite_difference():
