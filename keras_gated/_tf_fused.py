@@ -150,14 +150,15 @@ def _by_stretches(timesteps, stretch, states):
     first. `stretch(first, length, states)` runs one and returns the
     gradients of the states before it, of its inputs and probes, and its
     shares of the weights' gradients (a dict; None where a weight is
-    absent). Each stretch waits until the previous one's are taken.
+    absent). Each stretch waits until the previous one's are taken, so
+    one stretch's gradient of the projected inputs is held at a time.
 
     Returns the gradients of the initial states, of the inputs and of the
     weights (summed over stretches), and of the probes.
     """
     d_weights, d_inputs, d_probes, done = {}, [], [], []
     for first, length in _segments(timesteps):
-        with _after(done):
+        with tf.control_dependencies(done):
             states, d_x, parts, probes = stretch(first, length, states)
         d_weights = {
             name: _add(d_weights.get(name), part)
@@ -616,13 +617,6 @@ def _projection(inputs, input_kernel):
     return tf.tensordot(inputs, input_kernel, axes=1)
 
 
-def _after(tensors):
-    """A context in which ops run after `tensors`: each stretch of the
-    backward pass waits until the previous one's gradient of the
-    projected inputs is used up, so one is held at a time."""
-    return tf.control_dependencies([t for t in tensors if t is not None])
-
-
 def lstm(
     inputs,
     h0,
@@ -722,11 +716,9 @@ def lstm(
                 d_x, d_input_kernel = _input_gradients(
                     inputs, input_kernel, dz, first, length
                 )
-                parts = {
-                    "kernel": d_kernel,
-                    "input_kernel": d_input_kernel,
-                    "input_bias": _sum_over_steps(dz, tf.float32),
-                }
+                parts = {"kernel": d_kernel, "input_kernel": d_input_kernel}
+                if "input_bias" in weights:
+                    parts["input_bias"] = _sum_over_steps(dz, tf.float32)
                 return (dh, dc), d_x, parts, d_probes
 
             (dh0, dc0), d_inputs, d_weight, d_probes = _by_stretches(
