@@ -31,13 +31,16 @@ for speed; tests hold the two paths equal.
   gradient of the projected inputs plus that of U_h h + b_h instead of
   two full ones.
 
-Inputs are time-major `(timesteps, batch, features)`, projected inside
-the op by an `input_kernel` W, or already projected `(timesteps, batch,
-n)` without one (input dropout); the op returns the gradients of the
-inputs and of W. The input bias b (None without one) is added at each
-step, which under an enclosing XLA compile keeps XLA from allocating a
-second `(timesteps, batch, n)` temporary, freshly paged in on each call
-(28 ms of 69 at batch 64, T=200, 128 units). `mask` is None or boolean
+Inputs are time-major `(timesteps, batch, features)`, projected by an
+`input_kernel` W inside the forward loop, a step at a time (x_t W joins
+the step's recurrent matmul: `_pre_activation`), or already projected
+`(timesteps, batch, n)` without one (input dropout); the op returns the
+gradients of the inputs and of W. The input bias b (None without one) is
+added at each step too. A `(timesteps, batch, n)` projection or bias sum
+ahead of the loop is a temporary that glibc maps afresh on every call
+once over 32 MB, and faulting its pages in cost more than the projection
+itself: 28 ms of 69 at batch 64, T=200, 128 units under XLA, 80 of 250
+at batch 32, T=5000, 64 units. `mask` is None or boolean
 `(timesteps, batch)`; `perturbations` maps state names to
 `(timesteps, batch, units)` tensors added to the state after each step
 (their gradient is dL/ds_t).
@@ -408,20 +411,17 @@ def _before(buffer, t, initial):
     return tf.where(t > 0, _at(buffer, tf.maximum(t - 1, 0)), initial)
 
 
-def _recorder(template, projected, batch_major, time_major):
+def _recorder(template, inputs, batch_major, time_major):
     """Empty stores for the forward loop: batch-major buffers and
     time-major TensorArrays, keyed by name."""
-    timesteps = tf.shape(projected)[0]
+    timesteps = tf.shape(inputs)[0]
     if _PORTABLE.get():
         return (
             {n: sequence_array(template, timesteps) for n in batch_major},
             {n: sequence_array(template, timesteps) for n in time_major},
         )
     return (
-        {
-            n: _buffer(template, timesteps, projected.shape[0])
-            for n in batch_major
-        },
+        {n: _buffer(template, timesteps, inputs.shape[0]) for n in batch_major},
         {n: sequence_array(template, timesteps) for n in time_major},
     )
 
@@ -465,15 +465,33 @@ def _lstm_gate_constants(units, dtype):
     return scale, shift
 
 
+def _pre_activation(input_kernel, kernel, columns=slice(None)):
+    """`step(x_t, h) = (x_t W)[:, columns] + h U`, the inputs projected
+    inside the loop by one matmul of `[x_t, h]` by `[W[:, columns]; U]`
+    per step; `x_t[:, columns] + h U` where the inputs come projected
+    (`input_kernel` None).
+
+    Projecting all steps ahead of the loop made a `(timesteps, batch, n)`
+    temporary, paged in afresh on every call once over glibc's 32 MB mmap
+    threshold: 40 000 page faults, about 80 ms of the LSTM's 250 at batch
+    32, T=5000, 64 units. In the loop, the one matmul was also faster
+    than two (x_t W and h U) at every benchmark size."""
+    if input_kernel is None:
+        return lambda x, h: x[:, columns] + tf.matmul(h, kernel)
+    joint = tf.concat([input_kernel[:, columns], kernel], axis=0)
+    return lambda x, h: tf.matmul(tf.concat([x, h], axis=1), joint)
+
+
 def _sigmoid(x):
     """sigmoid(x) = (1 + tanh(x / 2)) / 2, as in `_lstm_gate_constants`."""
     return 0.5 * tf.tanh(0.5 * x) + 0.5
 
 
 def _lstm_forward(
-    projected,
+    inputs,
     h0,
     c0,
+    input_kernel,
     kernel,
     bias,
     mask,
@@ -482,15 +500,16 @@ def _lstm_forward(
     batch_major,
     time_major,
 ):
-    timesteps = tf.shape(projected)[0]
+    timesteps = tf.shape(inputs)[0]
     scale, shift = _lstm_gate_constants(h0.shape[-1], h0.dtype)
-    x_ta = unstack(projected)
+    pre_activation = _pre_activation(input_kernel, kernel)
+    x_ta = unstack(inputs)
     mask_ta = _optional_unstack(mask)
     probe_h = _optional_unstack(probe_h)
     probe_c = _optional_unstack(probe_c)
 
     def body(t, h, c, stores):
-        z = _plus(x_ta.read(t), bias) + tf.matmul(h, kernel)
+        z = _plus(pre_activation(x_ta.read(t), h), bias)
         i, f, g, o = tf.split(scale * tf.tanh(scale * z) + shift, 4, axis=1)
         # Probes enter where the cell computes the states: c_t before
         # h_t = o_t * tanh(c_t); at a masked step, the carried states.
@@ -506,8 +525,8 @@ def _lstm_forward(
     h_last, c_last, stores = _loop(
         body,
         timesteps,
-        (h0, c0, _recorder(h0, projected, batch_major, time_major)),
-        static_timesteps=projected.shape[0],
+        (h0, c0, _recorder(h0, inputs, batch_major, time_major)),
+        static_timesteps=inputs.shape[0],
     )
     return (h_last, c_last) + _stacked(stores)
 
@@ -610,13 +629,6 @@ _lstm_forward_compiled = _compiled(_lstm_forward)
 _lstm_backward_compiled = _compiled(_lstm_backward)
 
 
-def _projection(inputs, input_kernel):
-    """x_t W for all steps (`inputs` where they come projected)."""
-    if input_kernel is None:
-        return inputs
-    return tf.tensordot(inputs, input_kernel, axes=1)
-
-
 def lstm(
     inputs,
     h0,
@@ -665,9 +677,10 @@ def lstm(
 
         def forward(probe_h, probe_c, batch_major, time_major):
             return _lstm_forward_compiled(
-                _projection(inputs, input_kernel),
+                inputs,
                 h0,
                 c0,
+                input_kernel,
                 kernel,
                 weight.get("input_bias"),
                 mask,
@@ -745,8 +758,9 @@ def lstm(
 
 
 def _gru_forward(
-    projected,
+    inputs,
     h0,
+    input_kernel,
     kernel,
     input_bias,
     bias,
@@ -756,28 +770,41 @@ def _gru_forward(
     batch_major,
     time_major,
 ):
-    timesteps = tf.shape(projected)[0]
+    timesteps = tf.shape(inputs)[0]
     units = h0.shape[-1]
-    x_ta = unstack(projected)
+    x_ta = unstack(inputs)
     mask_ta = _optional_unstack(mask)
     probe_h = _optional_unstack(probe_h)
-    kernel_zr, kernel_h = kernel[:, : 2 * units], kernel[:, 2 * units :]
+    if not reset_after:
+        # Both recurrent matmuls take their share of x_t W.
+        zr_of = _pre_activation(
+            input_kernel, kernel[:, : 2 * units], slice(None, 2 * units)
+        )
+        h_of = _pre_activation(
+            input_kernel, kernel[:, 2 * units :], slice(2 * units, None)
+        )
+        bias_zr, bias_h = None, None
+        if input_bias is not None:
+            bias_zr, bias_h = tf.split(input_bias, [2 * units, units])
 
     def body(t, h, stores):
-        x = _plus(x_ta.read(t), input_bias)
-        xzr, xh = tf.split(x, [2 * units, units], axis=1)
+        x = x_ta.read(t)
         if reset_after:
+            # Two matmuls per step, x_t W and h U: as fast as the
+            # built-in; one of [x_t, h] by a block matrix with zeros was
+            # 10% slower.
+            if input_kernel is not None:
+                x = tf.matmul(x, input_kernel)
+            xzr, xh = tf.split(_plus(x, input_bias), [2 * units, units], 1)
             rzr, rh = tf.split(
                 _plus(tf.matmul(h, kernel), bias), [2 * units, units], axis=1
             )
-        else:
-            rzr = tf.matmul(h, kernel_zr)
-        z, r = tf.split(_sigmoid(xzr + rzr), 2, axis=1)
-        if reset_after:
+            z, r = tf.split(_sigmoid(xzr + rzr), 2, axis=1)
             n = tf.tanh(xh + r * rh)
         else:
+            z, r = tf.split(_sigmoid(_plus(zr_of(x, h), bias_zr)), 2, axis=1)
             rh = r * h
-            n = tf.tanh(xh + tf.matmul(rh, kernel_h))
+            n = tf.tanh(_plus(h_of(x, rh), bias_h))
         offset_h = _read(probe_h, t)
         h_new = _plus(z * h + (1 - z) * n, offset_h)
         keep = _keep(mask_ta, t)
@@ -788,17 +815,14 @@ def _gru_forward(
     h_last, stores = _loop(
         body,
         timesteps,
-        (h0, _recorder(h0, projected, batch_major, time_major)),
-        static_timesteps=projected.shape[0],
+        (h0, _recorder(h0, inputs, batch_major, time_major)),
+        static_timesteps=inputs.shape[0],
     )
-    batch_major_stores = stores[0]
-    if "update" in batch_major_stores and not _PORTABLE.get():
-        # Under an enclosing XLA compile (jit_compile=True) an update-gate
-        # store that nothing reads is removed, and XLA then fuses the whole
-        # step into one loop that ran 2x slower on CPU. Reading its last
-        # step here (adding it times zero: h_last is unchanged, the gate is
-        # finite) keeps the store, and the fast loop.
-        last = _at(batch_major_stores["update"], timesteps - 1)
+    if "update" in stores[0] and not _PORTABLE.get():
+        # An update-gate store that nothing reads would be removed under
+        # an enclosing XLA compile: reading its last step (adding it times
+        # zero: h_last is unchanged, the gate is finite) keeps it.
+        last = _at(stores[0]["update"], timesteps - 1)
         h_last = h_last + tf.zeros_like(h_last) * last
     return (h_last,) + _stacked(stores)
 
@@ -954,14 +978,17 @@ def gru(
         recurrent_bias=recurrent_bias,
     )
     record_all = bool(names) or _recording()
-    # The update gate is always kept: without a store to hold it, XLA's CPU
-    # backend fused the whole step into one loop that ran 2.2x slower
-    # (24 vs 11 ms at batch 64, T=200, 128 units).
     backward = _GRU_BACKWARD
     if reset_after:  # U_h h_{t-1} + b_h is recomputed in the backward loop
         backward = (_GRU_BACKWARD[0], ("hidden",))
+    # With the inputs projected ahead of the loop (input dropout) and no
+    # stored sequence, XLA's CPU backend fused the whole step into one
+    # loop that ran 2x slower; a store of the update gate, kept alive
+    # (`_gru_forward`), prevents it. With the projection in the loop the
+    # step stays fast without.
+    always = ("update",) if input_kernel is None else ()
     batch_major, time_major = _layouts(
-        GRU_SEQUENCES, wanted, backward, record_all, always=("update",)
+        GRU_SEQUENCES, wanted, backward, record_all, always
     )
 
     @tf.custom_gradient
@@ -973,8 +1000,9 @@ def gru(
 
         def forward(probe_h, batch_major, time_major):
             return _gru_forward_compiled(
-                _projection(inputs, input_kernel),
+                inputs,
                 h0,
+                input_kernel,
                 kernel,
                 weight.get("input_bias"),
                 recurrent_bias,
