@@ -1,8 +1,9 @@
-"""Argument checks shared by the cells and layers.
+"""Argument checks shared by the cells, layers, callback, export and CLI.
 
 Each check raises `ValueError` at construction, naming the argument, the value
 received and what is expected, so a bad argument never surfaces later as a
-TensorFlow trace.
+TensorFlow trace. Checks that pass return the value, converted where the
+caller stores a plain Python type.
 """
 
 import numbers
@@ -22,6 +23,20 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_optional_positive_int(name, value):
+    """`None`, or a positive integer: a frequency that can be switched off."""
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"{name} must be None or a positive integer. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
 def check_units(units):
     return check_positive_int("units", units)
 
@@ -34,6 +49,20 @@ def check_rate(name, value):
     ):
         raise ValueError(
             f"{name} must be a float in [0, 1). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_float_between(name, value, low, high):
+    """A real number strictly between `low` and `high`, as a `float`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not low < value < high
+    ):
+        raise ValueError(
+            f"{name} must be a float in ({low}, {high}). "
+            f"Received: {name}={value!r}"
         )
     return float(value)
 

@@ -8,13 +8,15 @@ TensorFlow-specific modules are imported on first use.
 """
 
 import math
-import numbers
 import warnings
 
 import keras
 import numpy as np
 
 from keras_gated import inspection
+from keras_gated._validation import check_float_between
+from keras_gated._validation import check_optional_positive_int
+from keras_gated._validation import check_positive_int
 
 _ACTIVATION_RANGES = {
     "sigmoid": (0.0, 1.0),
@@ -22,19 +24,6 @@ _ACTIVATION_RANGES = {
     "tanh": (-1.0, 1.0),
 }
 _QUANTITY_SYMBOLS = {"inputs": "x_t", "hidden": "h_t", "cell": "c_t"}
-
-
-def _check_frequency(name, value):
-    if value is not None and (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"{name} must be None or a positive integer. "
-            f"Received: {name}={value!r}"
-        )
-    return value
 
 
 def _describe(structure):
@@ -175,8 +164,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             )
         self.log_dir = str(log_dir)
         self.probe = probe
-        self.epoch_freq = _check_frequency("epoch_freq", epoch_freq)
-        self.batch_freq = _check_frequency("batch_freq", batch_freq)
+        self.epoch_freq = check_optional_positive_int("epoch_freq", epoch_freq)
+        self.batch_freq = check_optional_positive_int("batch_freq", batch_freq)
         if epoch_freq is None and batch_freq is None:
             raise ValueError(
                 "epoch_freq and batch_freq cannot both be None: the callback "
@@ -187,22 +176,13 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         self.layers = None if layers is None else list(layers)
         self.gate_statistics = bool(gate_statistics)
         self.images = bool(images)
-        self.image_freq = _check_frequency("image_freq", image_freq)
         if image_freq is None:
             raise ValueError(
                 "image_freq must be a positive integer. Received: "
                 "image_freq=None (pass images=False for no images)"
             )
-        if (
-            isinstance(saturation, bool)
-            or not isinstance(saturation, numbers.Real)
-            or not 0.0 < saturation < 0.5
-        ):
-            raise ValueError(
-                "saturation must be a float in (0, 0.5). "
-                f"Received: saturation={saturation!r}"
-            )
-        self.saturation = float(saturation)
+        self.image_freq = check_positive_int("image_freq", image_freq)
+        self.saturation = check_float_between("saturation", saturation, 0, 0.5)
         self._writer = None
         self._batch = None
         self._named_layers = None

@@ -27,6 +27,8 @@ import tempfile
 
 import keras
 
+from keras_gated._validation import check_bool
+
 SERVE_ENDPOINT = "serve"
 """Endpoint serving the model's outputs; also signature `serving_default`."""
 
@@ -115,8 +117,8 @@ def export_saved_model(
     """
     _check_model(model)
     target = _check_path(path)
-    gates = _check_bool("gates", gates)
-    overwrite = _check_bool("overwrite", overwrite)
+    gates = check_bool("gates", gates)
+    overwrite = check_bool("overwrite", overwrite)
     _check_target(target, overwrite)
     if input_signature is None:
         input_signature = _default_input_signature(model)
@@ -180,14 +182,6 @@ def load_saved_model(path):
             f"The SavedModel at path '{target}' is corrupted or unreadable: "
             f"{type(error).__name__}: {error}"
         ) from error
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"{name} must be True or False. Received: {name}={value!r}"
-        )
-    return value
 
 
 def _check_model(model):

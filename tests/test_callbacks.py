@@ -338,6 +338,9 @@ def test_clear_errors_before_any_training_step(tmp_path, fault):
         ({"batch_freq": 1.5}, "batch_freq must be None"),
         ({"epoch_freq": None}, "cannot both be None"),
         ({"saturation": 0.5}, r"Received: saturation=0.5"),
+        ({"saturation": "0.1"}, r"saturation must be a float in \(0, 0.5\)"),
+        ({"image_freq": None}, "pass images=False for no images"),
+        ({"image_freq": 0}, "image_freq must be a positive integer"),
         ({"probe": None}, "Received: probe=None"),
     ],
 )

@@ -2,7 +2,9 @@
 
 Arguments are checked at construction (`ValueError` naming the argument
 and the value received); inputs at call time (`ValueError` naming the
-layer, the expected and the received shape).
+layer, the expected and the received shape). The shared checks of
+`keras_gated._validation` that the callback, the export and the
+comparison use are tested directly at the end.
 """
 
 import keras
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 import keras_gated
+from keras_gated import _validation
 
 LAYERS = [keras_gated.LSTM, keras_gated.GRU]
 CELLS = [keras_gated.LSTMCell, keras_gated.GRUCell]
@@ -214,3 +217,30 @@ def test_wrong_number_of_initial_states_raises(cls, n_states):
     message = str(error.value)
     assert "my_rnn" in message, message
     assert "initial_state" in message, message
+
+
+@pytest.mark.parametrize("value", [None, 1, 7, np.int64(3)], ids=_name)
+def test_optional_positive_int_accepts_none_and_positive_integers(value):
+    assert _validation.check_optional_positive_int("freq", value) == value
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "2"], ids=_name)
+def test_optional_positive_int_rejects_the_rest(value):
+    with pytest.raises(ValueError) as error:
+        _validation.check_optional_positive_int("freq", value)
+    assert "freq must be None or a positive integer" in str(error.value)
+    assert_names_argument_and_value(error, "freq", value)
+
+
+def test_float_between_returns_a_float_strictly_inside():
+    checked = _validation.check_float_between("saturation", 0.25, 0, 0.5)
+    assert checked == 0.25 and type(checked) is float
+    assert _validation.check_float_between("rate", 1, 0, 2) == 1.0
+
+
+@pytest.mark.parametrize("value", [0, 0.5, -0.1, True, "0.1", None], ids=_name)
+def test_float_between_rejects_the_ends_and_non_numbers(value):
+    with pytest.raises(ValueError) as error:
+        _validation.check_float_between("saturation", value, 0, 0.5)
+    assert "saturation must be a float in (0, 0.5)" in str(error.value)
+    assert_names_argument_and_value(error, "saturation", value)
