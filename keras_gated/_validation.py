@@ -7,6 +7,8 @@ caller stores a plain Python type.
 """
 
 import numbers
+import os
+import uuid
 
 import keras
 
@@ -91,6 +93,33 @@ def check_seed(seed):
             f"seed must be None or an integer. Received: seed={seed!r}"
         )
     return seed
+
+
+def check_writable_directory(name, path):
+    """Creates the directory `path` if needed and checks it can be written.
+
+    Writes and removes a small probe file, through `tf.io.gfile` (imported
+    here, on first use) so that the URLs TensorBoard writes to, such as
+    `gs://bucket/logs`, pass as well as local paths.
+
+    Returns:
+        `path` as a `str`.
+    """
+    import tensorflow as tf
+
+    path = str(path)
+    probe = os.path.join(path, f".write_test_{uuid.uuid4().hex}")
+    try:
+        tf.io.gfile.makedirs(path)
+        with tf.io.gfile.GFile(probe, "w") as handle:
+            handle.write("")
+        tf.io.gfile.remove(probe)
+    except (OSError, tf.errors.OpError) as error:
+        raise ValueError(
+            f"{name} must be a directory that can be created and written. "
+            f"Received: {name}={path!r} ({error})"
+        ) from None
+    return path
 
 
 def _resolve(name, value, getter, what):

@@ -17,6 +17,7 @@ from keras_gated import inspection
 from keras_gated._validation import check_float_between
 from keras_gated._validation import check_optional_positive_int
 from keras_gated._validation import check_positive_int
+from keras_gated._validation import check_writable_directory
 
 _ACTIVATION_RANGES = {
     "sigmoid": (0.0, 1.0),
@@ -209,7 +210,7 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         if self._batch is None:
             self._batch = self._take_batch(self.probe)
         self._check_probe()
-        summaries.check_writable(self.log_dir)
+        check_writable_directory("log_dir", self.log_dir)
         if self.images:
             try:
                 import matplotlib  # noqa: F401

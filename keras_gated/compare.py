@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_gated import tasks as task_lib
 from keras_gated._validation import check_positive_int
+from keras_gated._validation import check_writable_directory
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 
@@ -77,21 +78,7 @@ class Settings:
                 "learning_rate must be positive. "
                 f"Received: learning_rate={self.learning_rate!r}"
             )
-        _check_writable(self.out)
-
-
-def _check_writable(path):
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(
-            f"out must be a writable directory. Received: out={path!r} "
-            f"({error.strerror})"
-        ) from None
+        check_writable_directory("out", self.out)
 
 
 def build_model(model_name, task, features, length, units, name=None):

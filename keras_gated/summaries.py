@@ -8,37 +8,10 @@ backend (no display needed). The module knows nothing of Keras; TensorFlow
 and matplotlib are imported on first use.
 """
 
-import os
-import uuid
-
 import numpy as np
 
 TENSOR_PLUGIN = "keras_gated"
 """Plugin name in the metadata of the raw tensor summaries."""
-
-
-def check_writable(log_dir):
-    """Creates `log_dir` if needed and checks that files can be written there.
-
-    Args:
-        log_dir: A local path or a URL that `tf.io.gfile` understands.
-
-    Raises:
-        ValueError: if the directory cannot be created or written.
-    """
-    import tensorflow as tf
-
-    probe = os.path.join(str(log_dir), f".write_test_{uuid.uuid4().hex}")
-    try:
-        tf.io.gfile.makedirs(str(log_dir))
-        with tf.io.gfile.GFile(probe, "w") as handle:
-            handle.write("")
-        tf.io.gfile.remove(probe)
-    except (OSError, tf.errors.OpError) as error:
-        raise ValueError(
-            "log_dir must be a directory that can be created and written. "
-            f"Received: log_dir={str(log_dir)!r} ({error})"
-        ) from None
 
 
 class SummaryWriter:

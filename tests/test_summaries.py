@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
@@ -91,19 +90,6 @@ def test_close_then_write_again_keeps_both_files_readable(tmp_path):
         (1, np.float32(1.0)),
         (2, np.float32(2.0)),
     ]
-
-
-def test_check_writable_creates_the_directory(tmp_path):
-    summaries.check_writable(tmp_path / "a" / "b")
-    assert (tmp_path / "a" / "b").is_dir()
-    assert os.listdir(tmp_path / "a" / "b") == []
-
-
-def test_check_writable_rejects_a_path_under_a_file(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(ValueError, match="Received: log_dir=.*file/logs"):
-        summaries.check_writable(blocker / "logs")
 
 
 def test_heatmap_renders_every_panel_including_non_finite_values():

@@ -7,6 +7,8 @@ layer, the expected and the received shape). The shared checks of
 comparison use are tested directly at the end.
 """
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -244,3 +246,24 @@ def test_float_between_rejects_the_ends_and_non_numbers(value):
         _validation.check_float_between("saturation", value, 0, 0.5)
     assert "saturation must be a float in (0, 0.5)" in str(error.value)
     assert_names_argument_and_value(error, "saturation", value)
+
+
+def test_writable_directory_is_created_and_left_empty(tmp_path):
+    path = tmp_path / "a" / "b"
+    assert _validation.check_writable_directory("out", path) == str(path)
+    assert path.is_dir()
+    assert os.listdir(path) == []
+
+
+def test_a_path_under_a_file_is_not_a_writable_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = str(blocker / "logs")
+    with pytest.raises(ValueError) as error:
+        _validation.check_writable_directory("log_dir", path)
+    message = str(error.value)
+    assert message.startswith(
+        "log_dir must be a directory that can be created and written."
+    )
+    assert_names_argument_and_value(error, "log_dir", path)
+    assert "not a directory" in message and "\n" not in message
