@@ -27,6 +27,37 @@ _ACTIVATION_RANGES = {
 _QUANTITY_SYMBOLS = {"inputs": "x_t", "hidden": "h_t", "cell": "c_t"}
 
 
+def gradient_decay(norms):
+    """How many orders of magnitude a gradient loses back through time.
+
+    `log10(norms[-1] / norms[0])` for a per-timestep gradient norm profile
+    (`timestep_gradients`): 3.0 when the norm at the first timestep is a
+    thousandth of the norm at the last. The callback logs it as the scalar
+    `gradient_decay/<layer>/<quantity>`; `keras-gated compare` reports it
+    as `decay@init` and `decay@end`.
+
+    Args:
+        norms: A 1D sequence of non-negative norms, in the input's time
+            order.
+
+    Returns:
+        A `float`: `inf` when the first timestep's norm is zero and the
+        last's is not (the gradient vanished completely, e.g. underflowed
+        to zero), `-inf` in the reverse case, and NaN when both are zero
+        or either is negative or not finite.
+    """
+    first, last = float(norms[0]), float(norms[-1])
+    if not (math.isfinite(first) and math.isfinite(last)):
+        return math.nan
+    if first < 0 or last < 0 or first == last == 0:
+        return math.nan
+    if first == 0:
+        return math.inf
+    if last == 0:
+        return -math.inf
+    return math.log10(last) - math.log10(first)
+
+
 def _describe(structure):
     return keras.tree.map_structure(
         lambda value: tuple(getattr(value, "shape", ())), structure
@@ -56,10 +87,12 @@ class TimestepGradientLogger(keras.callbacks.Callback):
       the norm at the first and the last timestep;
       `gradient_decay/<layer>/<quantity>`, `log10(last / first)`, how many
       orders of magnitude the gradient loses on its way back through the
-      sequence; `gate_saturation/<layer>/<gate>`, the fraction of gate
-      activations within `saturation` of either end of the gate's range
-      (for a sigmoid gate with the default 0.05: below 0.05 or above 0.95);
-      `nonfinite`, the number of NaN or infinite norms in the step.
+      sequence (see `gradient_decay`: `inf` once the first timestep's
+      gradient has vanished to zero); `gate_saturation/<layer>/<gate>`, the
+      fraction of gate activations within `saturation` of either end of the
+      gate's range (for a sigmoid gate with the default 0.05: below 0.05 or
+      above 0.95); `nonfinite`, the number of NaN or infinite norms in the
+      step.
     - Images tab: `gradient_heatmap/<layer>`, a panel per quantity with the
       norm (log colour scale, legend in orders of magnitude) over
       timesteps (x) and logged steps (y); `gradient_profile/<layer>`, the
@@ -400,8 +433,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
                 first, last = float(values[0]), float(values[-1])
                 scalars[f"gradient_norm/{name}/{quantity}/first"] = first
                 scalars[f"gradient_norm/{name}/{quantity}/last"] = last
-                scalars[f"gradient_decay/{name}/{quantity}"] = _log10_ratio(
-                    last, first
+                scalars[f"gradient_decay/{name}/{quantity}"] = gradient_decay(
+                    values
                 )
                 count = int(np.sum(~np.isfinite(values)))
                 if count:
@@ -535,14 +568,3 @@ class TimestepGradientLogger(keras.callbacks.Callback):
                 steps,
             )
         self._writer.images(images, step)
-
-
-def _log10_ratio(numerator, denominator):
-    if not (
-        math.isfinite(numerator)
-        and math.isfinite(denominator)
-        and numerator > 0
-        and denominator > 0
-    ):
-        return math.nan
-    return math.log10(numerator) - math.log10(denominator)

@@ -20,6 +20,7 @@ import numpy as np
 from keras_gated import tasks as task_lib
 from keras_gated._validation import check_positive_int
 from keras_gated._validation import check_writable_directory
+from keras_gated.callbacks import gradient_decay
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 
@@ -138,20 +139,6 @@ def _compile(model, task, settings):
     )
 
 
-def _decay(norms):
-    """log10(norm at the last step / norm at the first step).
-
-    Infinite when the first step's gradient underflowed to zero (a fully
-    vanished gradient); NaN when a norm is not finite.
-    """
-    first, last = float(norms[0]), float(norms[-1])
-    if not (math.isfinite(first) and math.isfinite(last)):
-        return float("nan")
-    if first == 0.0:
-        return float("inf") if last > 0 else float("nan")
-    return math.log10(last / first)
-
-
 def run_comparison(settings, callbacks_for=None):
     """Trains every model of `settings` and writes the outputs.
 
@@ -230,8 +217,8 @@ def run_comparison(settings, callbacks_for=None):
             "beats_baseline": task.beats(final),
             "steps_to_beat": evaluator.first_beaten,
             "seconds_per_epoch": seconds / settings.epochs,
-            "decay_start": _decay(norms_start["inputs"]),
-            "decay_end": _decay(norms_end["inputs"]),
+            "decay_start": gradient_decay(norms_start["inputs"]),
+            "decay_end": gradient_decay(norms_end["inputs"]),
             "curve": evaluator.curve,
             "grad_norms_start": norms_start["inputs"].tolist(),
             "grad_norms_end": norms_end["inputs"].tolist(),

@@ -5,6 +5,7 @@ tags and values compared with independent `tf.GradientTape` computations.
 """
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 )
 
 import keras_gated
+from keras_gated.callbacks import gradient_decay
 
 TIMESTEPS = 8
 FEATURES = 3
@@ -207,6 +209,59 @@ def test_gate_statistics_of_builtin_layers_with_masking(tmp_path):
     gradient = series(events, "timestep_gradients/bidi/backward/inputs")[2]
     np.testing.assert_array_equal(gradient[5:], 0.0)
     assert np.all(gradient[:5] > 0)
+    # No gradient at the last timestep: an infinite gain back through time.
+    decay = series(events, "gradient_decay/bidi/backward/inputs")[2]
+    assert decay == -np.inf
+
+
+@pytest.mark.parametrize(
+    "norms, expected",
+    [
+        ([1e-3, 0.5, 1.0], 3.0),
+        ([2.0, 1.0, 0.2], -1.0),
+        ([5.0], 0.0),
+        # The ratio 1e310 overflows a float; the decay does not.
+        ([1e-300, 1e10], 310.0),
+        # A gradient that vanished to exactly zero at the first timestep.
+        ([0.0, 1e-3], math.inf),
+        ([1.0, 0.5, 0.0], -math.inf),
+    ],
+)
+def test_gradient_decay_in_orders_of_magnitude(norms, expected):
+    decay = gradient_decay(np.asarray(norms, "float64"))
+    assert type(decay) is float
+    assert decay == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "norms",
+    [[0.0, 0.0], [np.nan, 1.0], [1.0, np.inf], [np.inf, 1.0], [-1.0, 1.0]],
+)
+def test_gradient_decay_is_nan_without_a_meaningful_ratio(norms):
+    assert math.isnan(gradient_decay(np.asarray(norms, "float32")))
+
+
+def test_a_gradient_vanished_at_the_first_timestep_decays_by_inf(tmp_path):
+    # Masked timesteps get exactly zero gradient: left padding makes the
+    # first timestep's gradient vanish completely.
+    inputs = keras.Input((TIMESTEPS, FEATURES))
+    hidden = keras.layers.LSTM(4, name="lstm")(keras.layers.Masking()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = data(8)
+    x[:, :2] = 0.0
+    logger = keras_gated.TimestepGradientLogger(
+        tmp_path, (x, y), gate_statistics=False, images=False
+    )
+
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
+
+    events = read_events(tmp_path)
+    norms = series(events, "timestep_gradients/lstm/inputs")[0]
+    np.testing.assert_array_equal(norms[:2], 0.0)
+    assert np.all(norms[2:] > 0)
+    assert series(events, "gradient_decay/lstm/inputs")[0] == np.inf
+    assert float(series(events, "nonfinite")[0]) == 0
 
 
 class Subclassed(keras.Model):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from keras_gated import compare
 from keras_gated.cli import main
 
 
@@ -75,6 +76,12 @@ def test_compare_adding_writes_table_figures_logs_and_models(tmp_path, capsys):
         rtol=1e-4,
     )
     assert len(by_model["simplernn"]["grad_norms_start"]) == 10
+    for result in results:
+        for when in ("start", "end"):
+            norms = result[f"grad_norms_{when}"]
+            assert result[f"decay_{when}"] == pytest.approx(
+                np.log10(norms[-1] / norms[0]), rel=1e-6
+            )
 
     tags = _read_scalars_and_tensors(out / "logs" / "adding" / "gated-lstm")
     assert "timestep_gradients/rnn/inputs" in tags
@@ -152,6 +159,33 @@ def test_unwritable_output_directory(tmp_path, capsys):
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "out=" in error[0]
+
+
+def test_table_shows_a_fully_vanished_gradient_as_inf():
+    result = {
+        "model": "simplernn",
+        "metric": "mse",
+        "final": 0.174,
+        "baseline": 2 / 12,
+        "beats_baseline": False,
+        "steps_to_beat": None,
+        "seconds_per_epoch": 1.38,
+        "decay_start": 2.69,
+        "decay_end": float("inf"),
+    }
+    header, rule, row = compare.format_table([result]).splitlines()
+    assert header.split()[-2:] == ["decay@init", "decay@end"]
+    assert row.split() == [
+        "simplernn",
+        "mse",
+        "0.174",
+        "0.167",
+        "no",
+        "-",
+        "1.38",
+        "2.69",
+        "inf",
+    ]
 
 
 def test_console_script_help_lists_every_option():
