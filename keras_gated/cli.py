@@ -8,9 +8,8 @@ import argparse
 import os
 import sys
 
+from keras_gated import compare
 from keras_gated.tasks import TASK_NAMES
-
-_MODEL_NAMES = ("simplernn", "lstm", "gru", "gated-lstm", "gated-gru")
 
 
 def _parser():
@@ -19,7 +18,7 @@ def _parser():
         description="Explicit LSTM/GRU layers that show their gates: tools.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    compare = commands.add_parser(
+    command = commands.add_parser(
         "compare",
         help="train SimpleRNN, LSTM, GRU and our gated layers side by side",
         description=(
@@ -34,7 +33,15 @@ def _parser():
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    compare.add_argument(
+    _add_task_arguments(command)
+    _add_training_arguments(command)
+    _add_run_arguments(command)
+    return parser
+
+
+def _add_task_arguments(command):
+    """What is compared: the task, its length and the models."""
+    command.add_argument(
         "--task",
         default="adding",
         help=(
@@ -43,51 +50,58 @@ def _parser():
             "sequential 8x8 digits (64 steps, baseline accuracy 0.1)"
         ),
     )
-    compare.add_argument(
+    command.add_argument(
         "--length",
         type=int,
         default=100,
         help="sequence length T (adding) or number of blanks T (copy); "
         "ignored by digits, which has 64 steps",
     )
-    compare.add_argument(
+    command.add_argument(
         "--models",
-        default=",".join(_MODEL_NAMES),
-        help=f"comma-separated subset of {', '.join(_MODEL_NAMES)}",
+        default=",".join(compare.MODEL_NAMES),
+        help=f"comma-separated subset of {', '.join(compare.MODEL_NAMES)}",
     )
-    compare.add_argument(
+
+
+def _add_training_arguments(command):
+    """The budget every model shares."""
+    command.add_argument(
         "--epochs", type=int, default=10, help="epochs per model"
     )
-    compare.add_argument(
+    command.add_argument(
         "--units", type=int, default=64, help="recurrent units per model"
     )
-    compare.add_argument(
+    command.add_argument(
         "--batch-size", type=int, default=64, help="batch size"
     )
-    compare.add_argument(
+    command.add_argument(
         "--samples",
         type=int,
         default=5000,
         help="sequences generated (85%% train, 15%% validation); digits uses "
         "its 1797 images",
     )
-    compare.add_argument(
+    command.add_argument(
         "--learning-rate", type=float, default=1e-3, help="Adam learning rate"
     )
-    compare.add_argument(
+
+
+def _add_run_arguments(command):
+    """How the run is seeded, logged and written."""
+    command.add_argument(
         "--log-every",
         type=int,
         default=0,
         help="gradient-logger frequency in batches (0: once per epoch)",
     )
-    compare.add_argument("--seed", type=int, default=0, help="random seed")
-    compare.add_argument(
+    command.add_argument("--seed", type=int, default=0, help="random seed")
+    command.add_argument(
         "--out", default="runs", help="directory for figures, logs and models"
     )
-    compare.add_argument(
+    command.add_argument(
         "--quiet", action="store_true", help="no per-epoch progress lines"
     )
-    return parser
 
 
 def _logger_factory(log_every):
@@ -105,8 +119,6 @@ def _logger_factory(log_every):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from keras_gated import compare
-
     settings = compare.Settings(
         task=args.task,
         length=args.length,

@@ -25,6 +25,7 @@ from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 
 MODEL_NAMES = ("simplernn", "lstm", "gru", "gated-lstm", "gated-gru")
+"""The models a comparison can train, as `--models` names them."""
 _LAYERS = {
     "simplernn": keras.layers.SimpleRNN,
     "lstm": keras.layers.LSTM,
