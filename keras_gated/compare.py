@@ -140,6 +140,26 @@ def _compile(model, task, settings):
     )
 
 
+@dataclasses.dataclass
+class _Data:
+    """A task's sequences, split 85% for training and 15% for validation."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @classmethod
+    def split(cls, x, y):
+        split = int(len(x) * 0.85)
+        return cls(x[:split], y[:split], x[split:], y[split:])
+
+    @property
+    def probe(self):
+        """The batch the gradients are measured on: 64 held-out sequences."""
+        return self.x_val[:64], self.y_val[:64]
+
+
 def run_comparison(settings, callbacks_for=None):
     """Trains every model of `settings` and writes the outputs.
 
@@ -152,87 +172,118 @@ def run_comparison(settings, callbacks_for=None):
         A list of result dicts, one per model, also written to
         `<out>/<task>/results.json`.
     """
-    from keras_gated.gradients import timestep_gradients
-
     settings.validate()
     task = task_lib.make_task(settings.task, settings.length)
-    x, y = task_lib.make_data(
-        settings.task, settings.length, settings.samples, settings.seed
+    data = _Data.split(
+        *task_lib.make_data(
+            settings.task, settings.length, settings.samples, settings.seed
+        )
     )
-    split = int(len(x) * 0.85)
-    x_train, y_train, x_val, y_val = x[:split], y[:split], x[split:], y[split:]
-    x_probe, y_probe = x_val[:64], y_val[:64]
-    length, features = x.shape[1], x.shape[2]
     run_dir = os.path.join(settings.out, settings.task)
     os.makedirs(run_dir, exist_ok=True)
-    steps_per_epoch = math.ceil(len(x_train) / settings.batch_size)
-    every = max(1, steps_per_epoch // 4)
-
     initial_weights, results = {}, []
     for model_name in settings.models:
-        keras.utils.set_random_seed(settings.seed)
-        model = build_model(model_name, task, features, length, settings.units)
-        twin = _TWIN.get(model_name)
-        if twin in initial_weights:
-            model.set_weights(initial_weights[twin])
-        elif twin is not None:
-            keras.utils.set_random_seed(settings.seed)
-            reference = build_model(
-                twin, task, features, length, settings.units
-            )
-            model.set_weights(reference.get_weights())
-        initial_weights[model_name] = model.get_weights()
-        _compile(model, task, settings)
-        norms_start = timestep_gradients(model, x_probe, y_probe)["rnn"]
-        evaluator = _StepEvaluator(task, x_val, y_val, every)
-        log_dir = os.path.join(settings.out, "logs", settings.task, model_name)
-        callbacks = [evaluator, keras.callbacks.TensorBoard(log_dir)]
-        if callbacks_for is not None:
-            callbacks += callbacks_for(
-                model_name,
-                os.path.join(log_dir, "gradients"),
-                (x_probe, y_probe),
-            )
-        if settings.verbose:
-            print(f"\n== {settings.task}, {length} steps: {model_name}")
-        keras.utils.set_random_seed(settings.seed)
-        start = time.perf_counter()
-        model.fit(
-            x_train,
-            y_train,
-            batch_size=settings.batch_size,
-            epochs=settings.epochs,
-            callbacks=callbacks,
-            verbose=2 if settings.verbose else 0,
+        model = _initial_model(
+            model_name, task, data, settings, initial_weights
         )
-        seconds = time.perf_counter() - start
-        norms_end = timestep_gradients(model, x_probe, y_probe)["rnn"]
-        final = evaluator.curve[-1][1]
-        result = {
-            "model": model_name,
-            "task": settings.task,
-            "length": settings.length,
-            "metric": task.metric,
-            "final": final,
-            "baseline": task.baseline,
-            "beats_baseline": task.beats(final),
-            "steps_to_beat": evaluator.first_beaten,
-            "seconds_per_epoch": seconds / settings.epochs,
-            "decay_start": gradient_decay(norms_start["inputs"]),
-            "decay_end": gradient_decay(norms_end["inputs"]),
-            "curve": evaluator.curve,
-            "grad_norms_start": norms_start["inputs"].tolist(),
-            "grad_norms_end": norms_end["inputs"].tolist(),
-            "log_dir": log_dir,
-        }
-        if model_name in _TWIN:
-            result["saved"] = _save(model, settings, model_name)
-            if settings.task == "adding" and model_name == "gated-lstm":
-                result["gate_example"] = _gate_example(model, x_probe)
-        results.append(result)
+        results.append(
+            _train_and_measure(
+                model, model_name, task, data, settings, callbacks_for
+            )
+        )
     with open(os.path.join(run_dir, "results.json"), "w") as handle:
         json.dump(results, handle, indent=1)
     return results
+
+
+def _initial_model(model_name, task, data, settings, initial_weights):
+    """The compiled model, seeded; a gated model gets its twin's weights.
+
+    `initial_weights` maps the models built so far to their initial
+    weights; this model's are added.
+    """
+    length, features = data.x_train.shape[1:]
+    keras.utils.set_random_seed(settings.seed)
+    model = build_model(model_name, task, features, length, settings.units)
+    twin = _TWIN.get(model_name)
+    if twin in initial_weights:
+        model.set_weights(initial_weights[twin])
+    elif twin is not None:
+        keras.utils.set_random_seed(settings.seed)
+        reference = build_model(twin, task, features, length, settings.units)
+        model.set_weights(reference.get_weights())
+    initial_weights[model_name] = model.get_weights()
+    _compile(model, task, settings)
+    return model
+
+
+def _train_and_measure(model, model_name, task, data, settings, callbacks_for):
+    """Trains one model; its result dict, saving a gated model."""
+    from keras_gated.gradients import timestep_gradients
+
+    x_probe, y_probe = data.probe
+    norms_start = timestep_gradients(model, x_probe, y_probe)["rnn"]["inputs"]
+    evaluator, log_dir, seconds = _fit(
+        model, model_name, task, data, settings, callbacks_for
+    )
+    norms_end = timestep_gradients(model, x_probe, y_probe)["rnn"]["inputs"]
+    final = evaluator.curve[-1][1]
+    result = {
+        "model": model_name,
+        "task": settings.task,
+        "length": settings.length,
+        "metric": task.metric,
+        "final": final,
+        "baseline": task.baseline,
+        "beats_baseline": task.beats(final),
+        "steps_to_beat": evaluator.first_beaten,
+        "seconds_per_epoch": seconds / settings.epochs,
+        "decay_start": gradient_decay(norms_start),
+        "decay_end": gradient_decay(norms_end),
+        "curve": evaluator.curve,
+        "grad_norms_start": norms_start.tolist(),
+        "grad_norms_end": norms_end.tolist(),
+        "log_dir": log_dir,
+    }
+    if model_name in _TWIN:
+        result["saved"] = _save(model, settings, model_name)
+        if settings.task == "adding" and model_name == "gated-lstm":
+            result["gate_example"] = _gate_example(model, x_probe)
+    return result
+
+
+def _fit(model, model_name, task, data, settings, callbacks_for):
+    """Trains with the step evaluator and TensorBoard.
+
+    Returns:
+        `(evaluator, log_dir, seconds)`: the `_StepEvaluator` with the
+        validation curve, the model's TensorBoard run and the training
+        time.
+    """
+    steps_per_epoch = math.ceil(len(data.x_train) / settings.batch_size)
+    evaluator = _StepEvaluator(
+        task, data.x_val, data.y_val, max(1, steps_per_epoch // 4)
+    )
+    log_dir = os.path.join(settings.out, "logs", settings.task, model_name)
+    callbacks = [evaluator, keras.callbacks.TensorBoard(log_dir)]
+    if callbacks_for is not None:
+        callbacks += callbacks_for(
+            model_name, os.path.join(log_dir, "gradients"), data.probe
+        )
+    if settings.verbose:
+        length = data.x_train.shape[1]
+        print(f"\n== {settings.task}, {length} steps: {model_name}")
+    keras.utils.set_random_seed(settings.seed)
+    start = time.perf_counter()
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        callbacks=callbacks,
+        verbose=2 if settings.verbose else 0,
+    )
+    return evaluator, log_dir, time.perf_counter() - start
 
 
 def _save(model, settings, model_name):
@@ -281,12 +332,22 @@ def plot_results(results, out_dir):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     os.makedirs(out_dir, exist_ok=True)
-    task, length = results[0]["task"], results[0]["length"]
-    paths = []
+    paths = [
+        _plot_learning_curves(results, out_dir),
+        _plot_gradient_norms(results, out_dir),
+    ]
+    for result in results:
+        if result.get("gate_example"):
+            paths.append(_plot_gate_example(result, out_dir))
+    return paths
 
+
+def _plot_learning_curves(results, out_dir):
+    import matplotlib.pyplot as plt
+
+    task, length = results[0]["task"], results[0]["length"]
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for r in results:
         steps, values = zip(*r["curve"])
@@ -298,8 +359,13 @@ def plot_results(results, out_dir):
         axis.set_yscale("log")
     axis.set_title(f"{task}, T={length}: learning curves")
     axis.legend()
-    paths.append(_save_figure(figure, out_dir, "learning_curves.png"))
+    return _save_figure(figure, out_dir, "learning_curves.png")
 
+
+def _plot_gradient_norms(results, out_dir):
+    import matplotlib.pyplot as plt
+
+    task, length = results[0]["task"], results[0]["length"]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for axis, key, title in [
         (axes[0], "grad_norms_start", "at initialisation"),
@@ -313,37 +379,38 @@ def plot_results(results, out_dir):
     axes[0].set_ylabel("gradient norm (log scale)")
     axes[1].legend()
     figure.suptitle(f"{task}, T={length}: how much the loss depends on x_t")
-    paths.append(_save_figure(figure, out_dir, "gradient_norms.png"))
+    return _save_figure(figure, out_dir, "gradient_norms.png")
 
-    for r in results:
-        example = r.get("gate_example")
-        if not example:
-            continue
-        figure, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-        for axis, name in zip(axes, ("input", "forget")):
-            image = axis.imshow(
-                np.asarray(example[name]).T,
-                aspect="auto",
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
+
+def _plot_gate_example(result, out_dir):
+    """The input and forget gates over one adding-problem sequence."""
+    import matplotlib.pyplot as plt
+
+    example = result["gate_example"]
+    figure, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for axis, name in zip(axes, ("input", "forget")):
+        image = axis.imshow(
+            np.asarray(example[name]).T,
+            aspect="auto",
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
+        for marker in example["markers"]:
+            # Above the panel, so the gate values stay visible.
+            axis.annotate(
+                "",
+                xy=(marker, -0.5),
+                xytext=(marker, -0.5 - 0.12 * len(example[name][0])),
+                arrowprops={"arrowstyle": "->", "color": "red", "lw": 2},
+                annotation_clip=False,
             )
-            for marker in example["markers"]:
-                # Above the panel, so the gate values stay visible.
-                axis.annotate(
-                    "",
-                    xy=(marker, -0.5),
-                    xytext=(marker, -0.5 - 0.12 * len(example[name][0])),
-                    arrowprops={"arrowstyle": "->", "color": "red", "lw": 2},
-                    annotation_clip=False,
-                )
-            axis.set_ylabel(f"{name} gate\nunit")
-            figure.colorbar(image, ax=axis)
-        axes[-1].set_xlabel("timestep (red arrows: the two marked values)")
-        figure.suptitle(f"{r['model']} gates on one adding-problem sequence")
-        paths.append(_save_figure(figure, out_dir, "gates_heatmap.png"))
-    return paths
+        axis.set_ylabel(f"{name} gate\nunit")
+        figure.colorbar(image, ax=axis)
+    axes[-1].set_xlabel("timestep (red arrows: the two marked values)")
+    figure.suptitle(f"{result['model']} gates on one adding-problem sequence")
+    return _save_figure(figure, out_dir, "gates_heatmap.png")
 
 
 def _save_figure(figure, out_dir, name):
