@@ -19,19 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_gated  # noqa: E402
-
-
-def adding_problem(samples, length, rng):
-    """Inputs (samples, length, 2): a uniform value and a 0/1 marker."""
-    values = rng.uniform(0.0, 1.0, size=(samples, length))
-    markers = np.zeros((samples, length))
-    first = rng.integers(0, length // 2, size=samples)
-    second = rng.integers(length // 2, length, size=samples)
-    markers[np.arange(samples), first] = 1.0
-    markers[np.arange(samples), second] = 1.0
-    x = np.stack([values, markers], axis=-1).astype("float32")
-    y = (values * markers).sum(axis=1, keepdims=True).astype("float32")
-    return x, y
+from keras_gated.tasks import adding_problem  # noqa: E402
 
 
 def build(lstm_layer, length):
@@ -52,9 +40,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x, y = adding_problem(4000, args.length, rng)
-    x_test, y_test = adding_problem(256, args.length, rng)
+    x, y = adding_problem(4000, args.length, seed=0)
+    x_test, y_test = adding_problem(256, args.length, seed=1)
 
     builtin = build(keras.layers.LSTM(32), args.length)
     builtin.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
