@@ -158,8 +158,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         images: Also render and write the images (matplotlib needed).
             Default: `True`.
         image_freq: Draw the images at every `image_freq`-th log (and at
-            the first and the last); drawing takes ~0.25 s of CPU, measuring
-            ~0.07 s. Tensors and scalars are written at every log.
+            the first and the last): drawing the figures costs more CPU
+            than measuring. Tensors and scalars are written at every log.
             Default: 10.
         saturation: Float in (0, 0.5), the fraction of a gate's range at
             either end that counts as saturated. Default: 0.05.

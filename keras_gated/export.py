@@ -347,9 +347,11 @@ def _gates_function(model, input_signature):
             "gates=False to export its outputs only."
         )
 
-    # gate_outputs builds each layer's gate twin on its first call, copying
-    # the weights as NumPy arrays, which a traced call cannot do: an eager
-    # call on a batch of zeros builds the twins before tracing.
+    # gate_outputs creates each layer's gate twin, variables included, on
+    # its first call; made while the signature function is traced, they
+    # would cost that function an extra trace (see
+    # `inspection.cached_twin`). An eager call on a batch of zeros creates
+    # them beforehand.
     gate_outputs(model, _warm_up_batch(model, input_signature))
 
     def gates(inputs):

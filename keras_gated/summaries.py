@@ -25,7 +25,8 @@ class SummaryWriter:
     >>> writer = SummaryWriter("/tmp/run")
     >>> writer.scalars({"decay": 3.5}, step=10)
     >>> writer.tensors({"norms": np.ones(20)}, step=10)
-    >>> writer.images({"plot": line_plot(np.ones(20), title="norms")}, step=10)
+    >>> image = line_plot({"norm": np.ones(20)}, title="norms")
+    >>> writer.images({"plot": image}, step=10)
     >>> writer.close()
     """
 
