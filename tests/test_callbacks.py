@@ -4,6 +4,7 @@ The event files are read back with TensorBoard's EventAccumulator and the
 tags and values compared with independent `tf.GradientTape` computations.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -584,14 +585,9 @@ def get_json(url):
         return json.loads(response.read())
 
 
-def test_a_real_tensorboard_server_serves_the_tags(tmp_path):
-    model = lstm_model()
-    x, y = data()
-    log_dir = tmp_path / "logs"
-    logger = keras_gated.TimestepGradientLogger(
-        log_dir / "gradients", (x[:4], y[:4])
-    )
-    model.fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
+@contextlib.contextmanager
+def tensorboard_server(log_dir):
+    """A TensorBoard server on `log_dir`; yields its base URL."""
     port = free_port()
     tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     server = subprocess.Popen(
@@ -611,19 +607,44 @@ def test_a_real_tensorboard_server_serves_the_tags(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}/data/plugin"
     try:
-        deadline = time.monotonic() + 60
-        scalar_tags = {}
-        while time.monotonic() < deadline:
-            try:
-                scalar_tags = get_json(f"{base}/scalars/tags")
-                if scalar_tags.get("gradients"):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert "gradient_decay/lstm/inputs" in scalar_tags["gradients"]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def wait_for_scalar_tags(base, run, timeout=60):
+    """The scalar tags of `run` once the server has loaded some."""
+    deadline = time.monotonic() + timeout
+    scalar_tags = {}
+    while time.monotonic() < deadline:
+        try:
+            scalar_tags = get_json(f"{base}/scalars/tags")
+            if scalar_tags.get(run):
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return scalar_tags[run]
+
+
+def test_a_real_tensorboard_server_serves_the_tags(tmp_path):
+    model = lstm_model()
+    x, y = data()
+    log_dir = tmp_path / "logs"
+    logger = keras_gated.TimestepGradientLogger(
+        log_dir / "gradients", (x[:4], y[:4])
+    )
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
+    with tensorboard_server(log_dir) as server:
+        base = f"{server}/data/plugin"
+        scalar_tags = wait_for_scalar_tags(base, "gradients")
+        assert "gradient_decay/lstm/inputs" in scalar_tags
 
         query = urllib.parse.urlencode(
             {"run": "gradients", "tag": "gradient_norm/lstm/cell/first"}
@@ -658,15 +679,8 @@ def test_a_real_tensorboard_server_serves_the_tags(tmp_path):
         # TensorBoard's HTTP API has routes for plugin data only (scalars,
         # images, histograms, ...) and none for raw tensor summaries; the
         # other tests read the tensor tags from the event files.
-        runs = get_json(f"http://127.0.0.1:{port}/data/runs")
+        runs = get_json(f"{server}/data/runs")
         assert runs == ["gradients"]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def test_images_every_image_freq_logs_and_at_the_first_and_last(tmp_path):
