@@ -28,6 +28,15 @@ def _read_scalars_and_tensors(log_dir):
     return tags
 
 
+def assert_decays_are_log10_ratios_of_the_norms(results):
+    for result in results:
+        for when in ("start", "end"):
+            norms = result[f"grad_norms_{when}"]
+            assert result[f"decay_{when}"] == pytest.approx(
+                np.log10(norms[-1] / norms[0]), rel=1e-6
+            )
+
+
 def test_compare_adding_writes_table_figures_logs_and_models(tmp_path, capsys):
     out = tmp_path / "runs"
     code = main(
@@ -76,12 +85,7 @@ def test_compare_adding_writes_table_figures_logs_and_models(tmp_path, capsys):
         rtol=1e-4,
     )
     assert len(by_model["simplernn"]["grad_norms_start"]) == 10
-    for result in results:
-        for when in ("start", "end"):
-            norms = result[f"grad_norms_{when}"]
-            assert result[f"decay_{when}"] == pytest.approx(
-                np.log10(norms[-1] / norms[0]), rel=1e-6
-            )
+    assert_decays_are_log10_ratios_of_the_norms(results)
 
     tags = _read_scalars_and_tensors(out / "logs" / "adding" / "gated-lstm")
     assert "timestep_gradients/rnn/inputs" in tags
