@@ -1,14 +1,21 @@
-"""keras_gated: explicit LSTM and GRU layers for Keras 3 that show gates."""
+"""keras_gated: explicit LSTM, GRU and SimpleRNN layers for Keras 3 that
+show their gates, and per-timestep gradients for TensorBoard.
+
+The modules, what each owns and how a call flows: docs/architecture.md.
+"""
 
 from keras_gated.callbacks import TimestepGradientLogger
 from keras_gated.cells import GRUCell
 from keras_gated.cells import LSTMCell
+from keras_gated.cells import SimpleRNNCell
 from keras_gated.export import export_saved_model
 from keras_gated.export import load_saved_model
 from keras_gated.gates import GRU_GATES
 from keras_gated.gates import GRU_SEQUENCES
 from keras_gated.gates import LSTM_GATES
 from keras_gated.gates import LSTM_SEQUENCES
+from keras_gated.gates import SIMPLE_RNN_GATES
+from keras_gated.gates import SIMPLE_RNN_SEQUENCES
 from keras_gated.gradients import timestep_gradients
 from keras_gated.inspection import gate_outputs
 from keras_gated.inspection import gate_twin
@@ -16,6 +23,7 @@ from keras_gated.inspection import inspect_gates
 from keras_gated.inspection import recurrent_layers
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
+from keras_gated.layers import SimpleRNN
 
 __version__ = "0.1.0"
 
@@ -28,6 +36,10 @@ __all__ = [
     "LSTMCell",
     "LSTM_GATES",
     "LSTM_SEQUENCES",
+    "SIMPLE_RNN_GATES",
+    "SIMPLE_RNN_SEQUENCES",
+    "SimpleRNN",
+    "SimpleRNNCell",
     "TimestepGradientLogger",
     "export_saved_model",
     "load_saved_model",

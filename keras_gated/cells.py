@@ -1,12 +1,13 @@
-"""LSTM and GRU cells: one step each, every gate computed in plain sight.
+"""The cells: one step each, every gate computed in plain sight.
 
 A cell knows nothing about sequences. It owns the weights (named and shaped
 exactly as in Keras) and two pieces of math: `project_inputs`, the input
-half of the gate pre-activations, which works on one step or on a whole
-sequence at once, and `step`, the recurrence for one timestep given that
-projection. `call` chains the two so the cell runs inside
-`keras.layers.RNN` like Keras' own cells; our sequence layers project the
-whole sequence in one matmul and loop over `step` alone.
+half of the pre-activations (`x @ kernel + bias`), which works on one step
+or on a whole sequence at once, and `step`, the recurrence for one
+timestep given that projection. `call` chains the two so the cell runs
+inside `keras.layers.RNN` like Keras' own cells. Written in `keras.ops`,
+`step` is the portable reference: our sequence layers run it in their
+generic loop, and the fast path (`keras_gated._tf`) is tested equal to it.
 """
 
 import keras
@@ -15,6 +16,8 @@ from keras import ops
 from keras_gated import _validation as check
 from keras_gated.gates import GRU_GATES
 from keras_gated.gates import LSTM_GATES
+from keras_gated.gates import SIMPLE_RNN_GATES
+from keras_gated.gates import block_columns
 from keras_gated.gates import gate_block
 from keras_gated.gates import split_gates
 
@@ -81,8 +84,8 @@ def _per_gate(mask, count):
     return [mask] * count
 
 
-class _GatedCell(keras.layers.Layer, _DropoutMasks):
-    """Constructor, weights and config shared by the LSTM and GRU cells."""
+class _RecurrentCell(keras.layers.Layer, _DropoutMasks):
+    """Constructor, weights and config shared by every cell."""
 
     gate_names = ()
 
@@ -90,7 +93,6 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
         self,
         units,
         activation="tanh",
-        recurrent_activation="sigmoid",
         use_bias=True,
         kernel_initializer="glorot_uniform",
         recurrent_initializer="orthogonal",
@@ -106,55 +108,35 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
         seed=None,
         **kwargs,
     ):
-        implementation = kwargs.pop("implementation", 2)
         super().__init__(**kwargs)
         self.units = check.check_units(units)
         self.activation = check.get_activation("activation", activation)
-        self.recurrent_activation = check.get_activation(
-            "recurrent_activation", recurrent_activation
-        )
         self.use_bias = check.check_bool("use_bias", use_bias)
-        self.kernel_initializer = check.get_initializer(
-            "kernel_initializer", kernel_initializer
-        )
-        self.recurrent_initializer = check.get_initializer(
-            "recurrent_initializer", recurrent_initializer
-        )
-        self.bias_initializer = check.get_initializer(
-            "bias_initializer", bias_initializer
-        )
-        self.kernel_regularizer = check.get_regularizer(
-            "kernel_regularizer", kernel_regularizer
-        )
-        self.recurrent_regularizer = check.get_regularizer(
-            "recurrent_regularizer", recurrent_regularizer
-        )
-        self.bias_regularizer = check.get_regularizer(
-            "bias_regularizer", bias_regularizer
-        )
-        self.kernel_constraint = check.get_constraint(
-            "kernel_constraint", kernel_constraint
-        )
-        self.recurrent_constraint = check.get_constraint(
-            "recurrent_constraint", recurrent_constraint
-        )
-        self.bias_constraint = check.get_constraint(
-            "bias_constraint", bias_constraint
-        )
+        for name, value in (
+            ("kernel_initializer", kernel_initializer),
+            ("recurrent_initializer", recurrent_initializer),
+            ("bias_initializer", bias_initializer),
+        ):
+            setattr(self, name, check.get_initializer(name, value))
+        for name, value in (
+            ("kernel_regularizer", kernel_regularizer),
+            ("recurrent_regularizer", recurrent_regularizer),
+            ("bias_regularizer", bias_regularizer),
+        ):
+            setattr(self, name, check.get_regularizer(name, value))
+        for name, value in (
+            ("kernel_constraint", kernel_constraint),
+            ("recurrent_constraint", recurrent_constraint),
+            ("bias_constraint", bias_constraint),
+        ):
+            setattr(self, name, check.get_constraint(name, value))
         self.dropout = check.check_rate("dropout", dropout)
         self.recurrent_dropout = check.check_rate(
             "recurrent_dropout", recurrent_dropout
         )
-        self.implementation = check.check_choice(
-            "implementation", implementation, (1, 2)
-        )
-        # As in Keras: recurrent dropout draws one mask per gate.
-        if self.recurrent_dropout != 0.0:
-            self.implementation = 1
-        if self.implementation == 1:
-            self.dropout_mask_count = len(self.gate_names)
         self.seed = check.check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
+        self.state_size = self.units
         self.output_size = self.units
 
     def _bias_initializer(self):
@@ -194,6 +176,11 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
     def input_bias(self):
         """The bias added to the input projection (None without bias)."""
         return self.bias
+
+    def recurrent_bias(self):
+        """The bias added to `h_{t-1} @ recurrent_kernel` alone (None but
+        in the GRU with `reset_after=True`)."""
+        return None
 
     def project_inputs(self, inputs, dropout_mask=None, add_bias=True):
         """Input half of every gate pre-activation: `x @ kernel + bias`.
@@ -236,11 +223,8 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
         if recurrent_mask is None:
             if names == self.gate_names:
                 return ops.matmul(h_prev, self.recurrent_kernel)
-            first = self.gate_names.index(names[0])
-            columns = self.recurrent_kernel[
-                :, first * self.units : (first + len(names)) * self.units
-            ]
-            return ops.matmul(h_prev, columns)
+            columns = block_columns(self.gate_names, names, self.units)
+            return ops.matmul(h_prev, self.recurrent_kernel[:, columns])
         masks = _per_gate(recurrent_mask, len(self.gate_names))
         return ops.concatenate(
             [
@@ -268,9 +252,6 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
         config = {
             "units": self.units,
             "activation": keras.activations.serialize(self.activation),
-            "recurrent_activation": keras.activations.serialize(
-                self.recurrent_activation
-            ),
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer
@@ -313,6 +294,35 @@ class _GatedCell(keras.layers.Layer, _DropoutMasks):
             ops.zeros((batch_size, size), dtype=self.compute_dtype)
             for size in sizes
         ]
+
+
+class _GatedCell(_RecurrentCell):
+    """The LSTM's and GRU's extras: a recurrent activation for the gates,
+    and Keras' legacy `implementation` (1 draws one dropout mask per gate;
+    0 and 2, the matrix form, one)."""
+
+    def __init__(self, units, recurrent_activation="sigmoid", **kwargs):
+        implementation = kwargs.pop("implementation", 2)
+        super().__init__(units, **kwargs)
+        self.recurrent_activation = check.get_activation(
+            "recurrent_activation", recurrent_activation
+        )
+        self.implementation = check.check_choice(
+            "implementation", implementation, (0, 1, 2)
+        )
+        # As in Keras: recurrent dropout draws one mask per gate.
+        if self.recurrent_dropout != 0.0:
+            self.implementation = 1
+        if self.implementation == 1:
+            self.dropout_mask_count = len(self.gate_names)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "recurrent_activation": keras.activations.serialize(
+                self.recurrent_activation
+            ),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_gated")
@@ -358,8 +368,9 @@ class LSTMCell(_GatedCell):
         recurrent_dropout: Float in [0, 1), fraction of h_{t-1} to drop.
         seed: Random seed for the dropout masks.
         **kwargs: Base layer arguments (`name`, `dtype`, ...); also
-            `implementation` (1 or 2) for compatibility: 1 draws one
-            dropout mask per gate, as Keras does.
+            `implementation` (0, 1 or 2) for compatibility: 1 draws one
+            dropout mask per gate, as Keras does; 0, which older saved
+            models carry, acts as 2.
 
     Call arguments:
         inputs: A 2D tensor `(batch, features)`.
@@ -492,7 +503,8 @@ class GRUCell(_GatedCell):
         reset_after: Apply the reset gate after the recurrent matmul
             (`True`, default) or before it (`False`).
         seed: Random seed for the dropout masks.
-        **kwargs: Base layer arguments; also `implementation` (1 or 2).
+        **kwargs: Base layer arguments; also `implementation` (0, 1 or
+            2, as in `LSTMCell`).
 
     Call arguments:
         inputs: A 2D tensor `(batch, features)`.
@@ -520,7 +532,6 @@ class GRUCell(_GatedCell):
     def __init__(self, units, reset_after=True, **kwargs):
         super().__init__(units, **kwargs)
         self.reset_after = check.check_bool("reset_after", reset_after)
-        self.state_size = self.units
 
     def _bias_shape(self):
         if self.reset_after:
@@ -533,6 +544,13 @@ class GRUCell(_GatedCell):
         if self.bias is None or not self.reset_after:
             return self.bias
         return self.bias[0]
+
+    def recurrent_bias(self):
+        """With `reset_after` (and a bias), the bias' second row b', added
+        to `h_{t-1} @ recurrent_kernel`; None otherwise."""
+        if self.bias is None or not self.reset_after:
+            return None
+        return self.bias[1]
 
     def step(self, projected, states, recurrent_mask=None, offsets=None):
         """One timestep from the input projection and the previous state.
@@ -555,7 +573,7 @@ class GRUCell(_GatedCell):
                 h_prev, recurrent_mask, self.gate_names
             )
             if self.bias is not None:
-                recurrent = recurrent + self.bias[1]
+                recurrent = recurrent + self.recurrent_bias()
             rec = split_gates(recurrent, self.gate_names)
         else:
             rec = split_gates(
@@ -585,3 +603,84 @@ class GRUCell(_GatedCell):
 
     def get_config(self):
         return {**super().get_config(), "reset_after": self.reset_after}
+
+
+@keras.saving.register_keras_serializable(package="keras_gated")
+class SimpleRNNCell(_RecurrentCell):
+    """One step of a fully connected (vanilla) RNN, computed explicitly.
+
+    A drop-in replacement for `keras.layers.SimpleRNNCell`: same arguments,
+    same weights (`kernel` `(features, units)`, `recurrent_kernel`
+    `(units, units)`, `bias` `(units,)`), same results:
+
+        z_t = x_t W + h_{t-1} U + b      pre-activation
+        h_t = tanh(z_t)                  hidden state / output
+
+    A vanilla RNN has no gates. In their place `step` returns the
+    pre-activation z_t (`keras_gated.gates.SIMPLE_RNN_GATES`), from which
+    tanh'(z_t) = 1 - h_t^2 follows: with U^T it makes the step's Jacobian
+    dh_t/dh_{t-1} = diag(1 - h_t^2) U^T, whose product over many steps is
+    what vanishes (or explodes).
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation of the pre-activation. Default: `"tanh"`;
+            `None` means linear.
+        use_bias: Whether the cell uses a bias vector. Default: `True`.
+        kernel_initializer, recurrent_initializer, bias_initializer:
+            Initializers. Defaults: `"glorot_uniform"`, `"orthogonal"`,
+            `"zeros"`.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers. Default: `None`.
+        kernel_constraint, recurrent_constraint, bias_constraint:
+            Constraints. Default: `None`.
+        dropout: Float in [0, 1), fraction of the inputs to drop.
+        recurrent_dropout: Float in [0, 1), fraction of h_{t-1} to drop.
+        seed: Random seed for the dropout masks.
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: A 2D tensor `(batch, features)`.
+        states: `[h_prev]` (or `h_prev`), `(batch, units)`.
+        training: Python boolean, whether dropout is applied.
+
+    Returns:
+        `(h, [h])` (or `(h, h)` when `states` was a bare tensor), as
+        `keras.layers.SimpleRNNCell` returns them.
+
+    Example:
+
+    >>> cell = keras_gated.SimpleRNNCell(4)
+    >>> rnn = keras.layers.RNN(cell)
+    >>> rnn(np.zeros((2, 10, 8))).shape
+    (2, 4)
+
+    Reference:
+        Elman, "Finding Structure in Time", Cognitive Science 14(2), 1990.
+    """
+
+    gate_names = SIMPLE_RNN_GATES
+
+    def step(self, projected, states, recurrent_mask=None, offsets=None):
+        """One timestep from the input projection and the previous state.
+
+        Args:
+            projected: `(batch, units)` from `project_inputs`.
+            states: `[h_prev]` or `h_prev`.
+            recurrent_mask: None, or the recurrent dropout mask.
+            offsets: None, or `[h_offset]` added to h_t.
+
+        Returns:
+            `(h, new_states, gates)` with `gates` keyed by
+            `keras_gated.gates.SIMPLE_RNN_GATES`; `new_states` mirrors
+            `states`.
+        """
+        nested = isinstance(states, (list, tuple))
+        h_prev = states[0] if nested else states
+        pre_activation = projected + self._recurrent_matmul(
+            h_prev, recurrent_mask, self.gate_names
+        )
+        h = self.activation(pre_activation)
+        if offsets is not None:
+            h = h + offsets[0]
+        return h, ([h] if nested else h), {"pre_activation": pre_activation}

@@ -122,11 +122,11 @@ def export_saved_model(
     _check_target(target, overwrite)
     if input_signature is None:
         input_signature = _default_input_signature(model)
-    from keras_gated import _tf_fused
+    from keras_gated import _tf
 
     # Plain TensorFlow graphs: TF Serving, TFLite and TensorFlow builds
     # without XLA cannot run the layers' XLA-compiled loops.
-    with _tf_fused.portable():
+    with _tf.portable():
         archive = _build_archive(model, input_signature, gates)
         _write_atomically(archive, target, overwrite)
     return target

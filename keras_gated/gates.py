@@ -10,6 +10,9 @@ unchanged:
 - GRU: update gate z, reset gate r, candidate h~. `kernel` has shape
   `(features, 3 * units)`; with `reset_after=True` the bias has shape
   `(2, 3 * units)`: row 0 is the input bias, row 1 the recurrent bias.
+- SimpleRNN: one block, the pre-activation z_t = x_t W + h_{t-1} U + b
+  (h_t = tanh(z_t)). A vanilla RNN has no gates; its pre-activation is
+  what it returns in their place. `kernel` has shape `(features, units)`.
 
 The names are the keys of the gate dictionaries our layers return, and they
 are public API.
@@ -28,6 +31,12 @@ GRU_GATES = ("update", "reset", "candidate")
 
 GRU_SEQUENCES = GRU_GATES
 """Keys of a GRU gate dict."""
+
+SIMPLE_RNN_GATES = ("pre_activation",)
+"""SimpleRNN's one weight block: the pre-activation z_t."""
+
+SIMPLE_RNN_SEQUENCES = SIMPLE_RNN_GATES
+"""Keys of a SimpleRNN gate dict."""
 
 
 def split_gates(tensor, names):
@@ -49,5 +58,21 @@ def gate_block(tensor, names, name):
     Used to slice one gate's columns out of a packed weight matrix.
     """
     units = tensor.shape[-1] // len(names)
-    index = names.index(name)
-    return tensor[..., index * units : (index + 1) * units]
+    return tensor[..., block_columns(names, (name,), units)]
+
+
+def block_columns(names, selected, units):
+    """The column slice of the adjacent gate blocks `selected` (names, in
+    weight order) in a packed matrix of `len(names) * units` columns."""
+    first = names.index(selected[0])
+    if tuple(names[first : first + len(selected)]) != tuple(selected):
+        raise ValueError(
+            f"Gate blocks {selected} are not adjacent in the order {names}."
+        )
+    return slice(first * units, (first + len(selected)) * units)
+
+
+def join_gates(blocks, names):
+    """Concatenates per-gate blocks (a dict keyed by gate name) along the
+    last axis in weight order: the inverse of `split_gates`."""
+    return ops.concatenate([blocks[name] for name in names], axis=-1)

@@ -1,15 +1,14 @@
-"""The time loop shared by our sequence layers.
+"""The portable time loop of our sequence layers, over a cell's `step`.
 
-`run_recurrence` steps a cell's `step` over an input projection computed
-for all timesteps at once, carrying the states over masked steps as
-`keras.layers.RNN` does, and records the state sequences asked for. The
-step is written once, in `keras.ops`; a Python loop drives it when
-`unroll=True` (portable), the TensorFlow while loop in
-`keras_gated._tf_loop` otherwise, and the two are tested equal.
-
-Outputs and gates are not collected inside the loop: both follow from the
-recorded state sequences after it (see `masked_outputs` and the layers'
-gate recomputation), which keeps the loop, and its gradient, small.
+`run_recurrence` steps a cell's `step` (written in `keras.ops`) over an
+input projection computed for all timesteps at once, carrying the states
+over masked steps as `keras.layers.RNN` does, and records the state and
+gate sequences asked for. A Python loop drives it when `unroll=True`,
+TensorFlow's while loop (`keras_gated._tf.loop`) otherwise. It serves
+whatever the fast path (`keras_gated._tf`) does not: other activations,
+recurrent dropout, `unroll`; and it is the reference the fast path is
+tested equal to. `masked_outputs` turns the recorded hidden states into
+the outputs Keras returns.
 """
 
 from keras import ops
@@ -82,9 +81,9 @@ def run_recurrence(
     if unroll:
         driver = _unrolled
     else:
-        from keras_gated import _tf_loop
+        from keras_gated._tf import loop
 
-        driver = _tf_loop.while_loop
+        driver = loop.while_loop
     final, sequences, gates = driver(
         step,
         projected,

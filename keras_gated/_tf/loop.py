@@ -1,4 +1,4 @@
-"""TensorFlow driver for `recurrence.run_recurrence`: a `tf.while_loop`,
+"""TensorFlow loop for `recurrence.run_recurrence`: a `tf.while_loop`,
 with a hand-written backward pass through time when sequences are recorded.
 
 Without recorded sequences or perturbations (the common `fit` case with
@@ -22,9 +22,9 @@ gradient norms dL/dh_t and dL/dc_t are measured.
 
 import tensorflow as tf
 
-from keras_gated._tf_fused import connected
-from keras_gated._tf_fused import sequence_array
-from keras_gated._tf_fused import unstack
+from keras_gated._tf.arrays import connected
+from keras_gated._tf.arrays import sequence_array
+from keras_gated._tf.arrays import unstack
 
 
 def _forward(
@@ -72,6 +72,78 @@ def _forward(
     return list(states), sequences, gates
 
 
+def _step_gradients(step, x_t, mask_t, previous, offsets, upstream, variables):
+    """One step recomputed from the recorded previous states and
+    differentiated locally: the gradients of x_t, the previous states, the
+    offsets and the variables, given `upstream` = (the new states'
+    gradients, the gates' as `(name, gradient)` pairs)."""
+    d_states, d_gates = upstream
+    with tf.GradientTape() as tape:
+        tape.watch([x_t] + previous + offsets)
+        new_states, gates = step(x_t, mask_t, previous, offsets or None)
+    targets = list(new_states) + [gates[name] for name, _ in d_gates]
+    return tape.gradient(
+        targets,
+        [x_t] + previous + offsets + list(variables),
+        output_gradients=list(d_states) + [d for _, d in d_gates],
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+
+
+def _reverse_step(step, recorded, upstream_tas, gate_names, variables):
+    """The reverse loop's body at step t: the step's local gradients,
+    given the recorded `(inputs, mask, previous states, perturbations)`
+    arrays and the upstream `(state sequence, gate sequence)` gradient
+    arrays (None where zero)."""
+    inputs_ta, mask_ta, previous_tas, perturbation_tas = recorded
+    sequence_grad_tas, gate_grad_tas = upstream_tas
+    n, k = len(previous_tas), len(perturbation_tas)
+
+    def body(t, d_states, d_variables, d_inputs_ta, d_perturbation_tas):
+        d_states = [
+            d if ta is None else d + ta.read(t)
+            for d, ta in zip(d_states, sequence_grad_tas)
+        ]
+        d_gates_t = [
+            (name, ta.read(t))
+            for name, ta in zip(gate_names, gate_grad_tas)
+            if ta is not None
+        ]
+        grads = _step_gradients(
+            step,
+            inputs_ta.read(t),
+            None if mask_ta is None else mask_ta.read(t),
+            [ta.read(t) for ta in previous_tas],
+            [ta.read(t) for ta in perturbation_tas],
+            (d_states, d_gates_t),
+            variables,
+        )
+        d_perturbation_tas = tuple(
+            ta.write(t, g)
+            for ta, g in zip(d_perturbation_tas, grads[1 + n : 1 + n + k])
+        )
+        d_variables = tuple(
+            acc + tf.cast(g, acc.dtype)
+            for acc, g in zip(d_variables, grads[1 + n + k :])
+        )
+        d_inputs_ta = d_inputs_ta.write(t, grads[0])
+        return (
+            t - 1,
+            tuple(grads[1 : 1 + n]),
+            d_variables,
+            d_inputs_ta,
+            d_perturbation_tas,
+        )
+
+    return body
+
+
+def _connected_arrays(gradients):
+    return [
+        None if d is None else unstack(d) for d in map(connected, gradients)
+    ]
+
+
 def _backward(
     step,
     projected,
@@ -94,60 +166,16 @@ def _backward(
         unstack(tf.concat([init[None], seq[:-1]], axis=0))
         for init, seq in zip(initial_states, sequences)
     ]
-    sequence_grad_tas = [
-        None if d is None else unstack(d) for d in map(connected, d_sequences)
-    ]
-    gate_grad_tas = [
-        None if d is None else unstack(d) for d in map(connected, d_gates)
-    ]
-    d_inputs_ta = sequence_array(projected[0], timesteps)
+    sequence_grad_tas = _connected_arrays(d_sequences)
+    gate_grad_tas = _connected_arrays(d_gates)
     perturbation_tas = [unstack(p) for p in perturbations]
-    d_perturbation_tas = tuple(
-        sequence_array(p[0], timesteps) for p in perturbations
+    body = _reverse_step(
+        step,
+        (inputs_ta, mask_ta, previous_tas, perturbation_tas),
+        (sequence_grad_tas, gate_grad_tas),
+        gate_names,
+        variables,
     )
-    d_variables = tuple(tf.zeros_like(v) for v in variables)
-
-    def body(t, d_states, d_variables, d_inputs_ta, d_perturbation_tas):
-        d_states = [
-            d if ta is None else d + ta.read(t)
-            for d, ta in zip(d_states, sequence_grad_tas)
-        ]
-        x_t = inputs_ta.read(t)
-        mask_t = None if mask_ta is None else mask_ta.read(t)
-        previous = [ta.read(t) for ta in previous_tas]
-        offsets = [ta.read(t) for ta in perturbation_tas]
-        with tf.GradientTape() as tape:
-            tape.watch([x_t] + previous + offsets)
-            new_states, gates = step(x_t, mask_t, previous, offsets or None)
-        targets = list(new_states)
-        target_grads = list(d_states)
-        for name, ta in zip(gate_names, gate_grad_tas):
-            if ta is not None:
-                targets.append(gates[name])
-                target_grads.append(ta.read(t))
-        grads = tape.gradient(
-            targets,
-            [x_t] + previous + offsets + list(variables),
-            output_gradients=target_grads,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
-        )
-        n, k = len(previous), len(offsets)
-        d_inputs_ta = d_inputs_ta.write(t, grads[0])
-        d_perturbation_tas = tuple(
-            ta.write(t, g)
-            for ta, g in zip(d_perturbation_tas, grads[1 + n : 1 + n + k])
-        )
-        d_variables = tuple(
-            acc + tf.cast(g, acc.dtype)
-            for acc, g in zip(d_variables, grads[1 + n + k :])
-        )
-        return (
-            t - 1,
-            tuple(grads[1 : 1 + n]),
-            d_variables,
-            d_inputs_ta,
-            d_perturbation_tas,
-        )
 
     _, d_initial, d_variables, d_inputs_ta, d_perturbation_tas = tf.while_loop(
         lambda t, *_: t >= 0,
@@ -155,9 +183,9 @@ def _backward(
         (
             timesteps - 1,
             tuple(d_final),
-            d_variables,
-            d_inputs_ta,
-            d_perturbation_tas,
+            tuple(tf.zeros_like(v) for v in variables),
+            sequence_array(projected[0], timesteps),
+            tuple(sequence_array(p[0], timesteps) for p in perturbations),
         ),
         maximum_iterations=projected.shape[0],
     )

@@ -1,0 +1,235 @@
+"""Sequences inside the compiled loops: stores, reads and sums over time.
+
+The forward loop writes what the layer returns straight into batch-major
+`(batch, timesteps, units)` buffers, updated in place under XLA, and what
+only the weight gradients read (large matmuls over all steps) into
+time-major TensorArrays. In `portable` graphs (no XLA) every store is a
+TensorArray. The helpers here read and write either kind by step, and sum
+the products that make up the weights' gradients.
+"""
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla as tf_xla
+
+from keras_gated._tf.compile import is_portable
+
+
+def unstack(tensor):
+    """A TensorArray holding `tensor`'s slices along its first axis."""
+    return tf.TensorArray(
+        tensor.dtype, size=tf.shape(tensor)[0], element_shape=tensor.shape[1:]
+    ).unstack(tensor)
+
+
+def optional_unstack(tensor):
+    return None if tensor is None else unstack(tensor)
+
+
+def sequence_array(template, size):
+    """An empty TensorArray of `size` elements shaped like `template`."""
+    return tf.TensorArray(
+        template.dtype, size=size, element_shape=template.shape
+    )
+
+
+def read(array, t):
+    """Step t of a TensorArray (None stays None)."""
+    return None if array is None else array.read(t)
+
+
+def plus(value, extra):
+    """`value + extra`, or `value` where `extra` is None."""
+    return value if extra is None else value + extra
+
+
+def add(total, value):
+    """`total + value`, or `value` where `total` is None."""
+    return value if total is None else total + value
+
+
+def keep_at(mask_array, t):
+    """The `(batch, 1)` mask of step t (None without a mask)."""
+    return None if mask_array is None else mask_array.read(t)[:, None]
+
+
+def where(keep, new, old):
+    """`new` where `keep`, else `old` (`new` without a mask)."""
+    return new if keep is None else tf.where(keep, new, old)
+
+
+def connected(gradient):
+    """None for an upstream gradient that is known to be zero.
+
+    TensorFlow hands a custom gradient zeros for the outputs the loss does
+    not use (often the gates): constants where the shape is static, a
+    `ZerosLike` op where it is not (a dynamic batch size, as in Keras'
+    `fit`). Skipping them saves a (timesteps, batch, units) tensor and a
+    read and an add per step and output.
+    """
+    if gradient is None:
+        return None
+    if not tf.executing_eagerly() and gradient.op.type == "ZerosLike":
+        return None
+    value = tf.get_static_value(gradient)
+    if value is not None and not np.any(value):
+        return None
+    return gradient
+
+
+def loop(body, timesteps, loop_vars, reverse=False, static=None, first=0):
+    """Steps t = first, ..., first + timesteps - 1 (backwards with
+    `reverse`) of `body(t, *loop_vars)`; returns the final loop_vars.
+    `static`, the static number of steps, lets XLA compile the loop."""
+    first = tf.convert_to_tensor(first, tf.int32)
+    start = first + timesteps - 1 if reverse else first
+    return tf.while_loop(
+        (lambda t, *_: t >= first)
+        if reverse
+        else (lambda t, *_: t < first + timesteps),
+        body,
+        (start,) + tuple(loop_vars),
+        maximum_iterations=static,
+    )[1:]
+
+
+def _buffer(template, timesteps, static_timesteps):
+    """A zero batch-major `(batch, timesteps, units)` buffer."""
+    shape = tf.stack([tf.shape(template)[0], timesteps, tf.shape(template)[1]])
+    buffer = tf.zeros(shape, template.dtype)
+    buffer.set_shape([template.shape[0], static_timesteps, template.shape[1]])
+    return buffer
+
+
+def _put(buffer, t, value):
+    """`buffer[:, t] = value`, in place under XLA (a TensorArray, written
+    time-major, in `portable` graphs)."""
+    if isinstance(buffer, tf.TensorArray):
+        return buffer.write(t, value)
+    return tf_xla.dynamic_update_slice(
+        buffer, value[:, None, :], tf.stack([0, t, 0])
+    )
+
+
+def at(buffer, t):
+    """`buffer[:, t]` of a batch-major buffer, step t of a time-major
+    TensorArray (None stays None)."""
+    if buffer is None:
+        return None
+    if isinstance(buffer, tf.TensorArray):
+        return buffer.read(t)
+    if is_portable():
+        return tf.gather(buffer, t, axis=1)
+    size = tf.stack([tf.shape(buffer)[0], 1, tf.shape(buffer)[2]])
+    step = tf_xla.dynamic_slice(buffer, tf.stack([0, t, 0]), size)
+    return tf.reshape(step, tf.shape(step)[::2])
+
+
+def before(buffer, t, initial):
+    """`buffer[:, t - 1]`, `initial` at t = 0 (no shifted copy is made)."""
+    return tf.where(t > 0, at(buffer, tf.maximum(t - 1, 0)), initial)
+
+
+def recorder(template, inputs, batch_major, time_major):
+    """Empty stores for the forward loop: batch-major buffers and
+    time-major TensorArrays, keyed by name."""
+    timesteps = tf.shape(inputs)[0]
+    arrays = {n: sequence_array(template, timesteps) for n in time_major}
+    if is_portable():
+        return {n: sequence_array(template, timesteps) for n in batch_major}, (
+            arrays
+        )
+    static = inputs.shape[0]
+    buffers = {n: _buffer(template, timesteps, static) for n in batch_major}
+    return buffers, arrays
+
+
+def record(stores, t, values, keep, carried):
+    """Writes step t of every stored sequence; values not named in
+    `carried` (the gates) are zero at masked steps."""
+    batch_major, time_major = stores
+    values = {
+        name: value if name in carried else zero_where_masked(keep, value)
+        for name, value in values.items()
+    }
+    return (
+        {n: _put(s, t, values[n]) for n, s in batch_major.items()},
+        {n: ta.write(t, values[n]) for n, ta in time_major.items()},
+    )
+
+
+def stacked(stores):
+    """The stores as tensors: batch-major, and time-major."""
+    batch_major, time_major = stores
+    batch_major = {
+        n: tf.transpose(s.stack(), (1, 0, 2))
+        if isinstance(s, tf.TensorArray)
+        else s
+        for n, s in batch_major.items()
+    }
+    return batch_major, {n: ta.stack() for n, ta in time_major.items()}
+
+
+def matmul_over_time(a, b):
+    """sum_t a_t^T b_t for (T, B, m) and (T, B, n), accumulated in float32."""
+    a32 = tf.reshape(tf.cast(a, tf.float32), (-1, a.shape[-1]))
+    b32 = tf.reshape(tf.cast(b, tf.float32), (-1, b.shape[-1]))
+    return tf.matmul(a32, b32, transpose_a=True)
+
+
+def initial_term(initial, d_sequence):
+    """initial^T d_0, the t = 0 term of a kernel gradient, in float32."""
+    return tf.matmul(
+        tf.cast(initial, tf.float32),
+        tf.cast(d_sequence[0], tf.float32),
+        transpose_a=True,
+    )
+
+
+def matmul_shifted(initial, sequence, d_sequence, first=0):
+    """sum_t s_{t-1}^T d_t over the steps t = first, first + 1, ... that
+    `d_sequence` holds, s_{-1} being `initial`, from the whole time-major
+    `sequence` (no shifted copy is made)."""
+    length = d_sequence.shape[0]
+    if first > 0:
+        return matmul_over_time(
+            sequence[first - 1 : first - 1 + length], d_sequence
+        )
+    previous = sequence[:-1] if length is None else sequence[: length - 1]
+    return initial_term(initial, d_sequence) + matmul_over_time(
+        previous, d_sequence[1:]
+    )
+
+
+def sum_over_steps(d_sequence):
+    """sum_t sum_b d_t, a bias' gradient, summed in float32."""
+    return tf.reduce_sum(tf.cast(d_sequence, tf.float32), axis=(0, 1))
+
+
+def segments(timesteps, count=4):
+    """The `(first, length)` of up to `count` consecutive stretches of
+    time, the last first, which the backward pass takes one at a time:
+    the gradient of the projected inputs, `(timesteps, batch, n)`, is
+    then held a stretch at a time (the weights' gradients are summed over
+    stretches). At most two lengths, so at most two XLA compiles. One
+    stretch `(0, None)` where the length is not static."""
+    if timesteps is None:
+        return [(0, None)]
+    length = -(-timesteps // count)
+    stretches = []
+    end = timesteps
+    while end > 0:
+        first = max(0, end - length)
+        stretches.append((first, end - first))
+        end = first
+    return stretches
+
+
+def concat_over_time(parts):
+    """Stretches given last first, joined in time order."""
+    return parts[0] if len(parts) == 1 else tf.concat(parts[::-1], axis=0)
+
+
+def zero_where_masked(keep, value):
+    """`value`, zero at masked steps."""
+    return where(keep, value, tf.zeros_like(value))

@@ -1,0 +1,88 @@
+"""What a cell tells the driver (`keras_gated._tf.driver`) about itself.
+
+A description is a frozen value (one per cell configuration, hashable, so
+the compiled loops trace once per configuration). It names the cell's
+states and gates (from `keras_gated.gates`) and writes its math four
+times over, each with the equations in its docstring:
+
+- `step`: one forward step, as `keras_gated.cells` computes it, in the
+  form that runs fastest in a compiled loop;
+- `backward_step`: the gradients of one step, given those of its new
+  states and of its returned gates;
+- `weight_gradients`: the recurrent kernel's (and recurrent bias')
+  gradient for a stretch of steps, large matmuls over all its steps;
+- `backward_layout`: which sequences the backward pass reads, and where
+  they are kept (batch-major buffers the loop reads in place, time-major
+  sequences for the matmuls over time).
+
+The inputs' projection x_t W (+ b), its gradients, masking, probes,
+stores, stretches and dtypes are the driver's, the same for every cell.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Description:
+    """The fields and hooks every description has; see the module doc.
+
+    Attributes:
+        states: state names in the cell's order (`"hidden"` first).
+        gates: the weight blocks, named and ordered by `keras_gated.gates`.
+        internals: per-step values a description may store time-major
+            for its weight gradients (never returned, not zeroed at
+            masked steps).
+        extras: per-step sequences the backward step returns beside the
+            gradient of the projected inputs.
+        loop_reads: the sequences `backward_step` reads.
+        time_major: those of the stored sequences that are kept
+            time-major (the others are batch-major buffers).
+        keep_alive: stores kept alive under an enclosing XLA compile.
+    """
+
+    states = ("hidden",)
+    gates = ()
+    internals = ()
+    extras = ()
+    loop_reads = ()
+    time_major = ()
+    keep_alive = ()
+
+    def supports(self, cell):
+        """Whether `step` computes exactly what `cell.step` computes."""
+        raise NotImplementedError
+
+    def always(self, projected):
+        """Stores kept even when nothing reads them (`projected`: the
+        inputs came projected, without an input kernel)."""
+        return ()
+
+
+def sigmoid(x):
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2: XLA's CPU backend evaluates
+    tanh several times faster than its sigmoid."""
+    return 0.5 * tf.tanh(0.5 * x) + 0.5
+
+
+def is_default(cell, *names):
+    """Whether the cell's activations are Keras' defaults: `activation`
+    tanh and, where named, `recurrent_activation` sigmoid."""
+    defaults = {
+        "activation": keras.activations.tanh,
+        "recurrent_activation": keras.activations.sigmoid,
+    }
+    return all(getattr(cell, n) is defaults[n] for n in names)
+
+
+def joint_projection(input_kernel, kernel, columns=slice(None)):
+    """`f(x_t, h) = (x_t W)[:, columns] + h U`: the inputs projected
+    inside the loop by one matmul of `[x_t, h]` by `[W[:, columns]; U]`
+    per step (faster than two in the benchmarks); `x_t[:, columns] + h U`
+    where the inputs come projected (`input_kernel` None)."""
+    if input_kernel is None:
+        return lambda x, h: x[:, columns] + tf.matmul(h, kernel)
+    joint = tf.concat([input_kernel[:, columns], kernel], axis=0)
+    return lambda x, h: tf.matmul(tf.concat([x, h], axis=1), joint)
