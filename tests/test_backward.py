@@ -2,8 +2,9 @@
 
 The unrolled Python loop (`unroll=True`) is differentiated by TensorFlow
 op by op, the independent reference; the while loop (`unroll=False`) uses
-the analytic backward pass of `keras_gated._tf_fused` for the standard
-activations, and `keras_gated._tf_loop`'s recomputing backward pass for
+the analytic backward pass of the fast path's driver (`keras_gated._tf`)
+for the standard activations, and `keras_gated._tf.loop`'s recomputing
+backward pass for
 others. Both must give the same outputs and the same gradients for the
 inputs, the weights, and the state probes (dL/dh_t, dL/dc_t), with a loss
 that depends on every output, states and gates included, in eager, graph
@@ -18,14 +19,15 @@ import pytest
 import tensorflow as tf
 
 import keras_gated
-from keras_gated import _tf_fused
+from keras_gated import _tf
 
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 7, 4, 5
-# The layers that run `keras_gated._tf_fused` (Keras' default activations).
+# The layers that run the fast path (Keras' default activations).
 FAST_PATH = [
     (keras_gated.LSTM, {}),
     (keras_gated.GRU, {"reset_after": True}),
     (keras_gated.GRU, {"reset_after": False}),
+    (keras_gated.SimpleRNN, {}),
 ]
 
 
@@ -78,9 +80,11 @@ def _gradients(layer, x, mask, mode):
         (keras_gated.LSTM, {}),
         (keras_gated.GRU, {"reset_after": True}),
         (keras_gated.GRU, {"reset_after": False}),
+        (keras_gated.SimpleRNN, {}),
         # Not the fast path's activations: the generic loop's backward pass.
         (keras_gated.LSTM, {"recurrent_activation": "hard_sigmoid"}),
         (keras_gated.GRU, {"activation": "softsign"}),
+        (keras_gated.SimpleRNN, {"activation": "relu"}),
     ],
 )
 @pytest.mark.parametrize(
@@ -163,7 +167,7 @@ def test_gradient_with_unused_gates_and_a_dynamic_batch(cls, kwargs):
                 tape.watch(x)
                 outputs, gates = layer(x)
                 loss = tf.reduce_sum(tf.sin(outputs)) + tf.reduce_sum(
-                    gates["update" if "update" in gates else "forget"]
+                    next(iter(gates.values()))
                 )
             return tape.gradient(loss, [x] + layer.trainable_variables)
 
@@ -215,7 +219,7 @@ def test_eager_calls_on_new_shapes_stay_exact_without_retracing_noise(
 
 @pytest.mark.parametrize("cls,kwargs", FAST_PATH)
 def test_portable_graphs_equal_unrolled_autodiff(cls, kwargs):
-    """`_tf_fused.portable()` (used by the SavedModel export) builds the
+    """`_tf.portable()` (used by the SavedModel export) builds the
     fast path without XLA: outputs and gradients must not change."""
     x, mask = _inputs()
     options = {
@@ -225,7 +229,7 @@ def test_portable_graphs_equal_unrolled_autodiff(cls, kwargs):
     }
     reference, ours = _reference_and_ours(cls, x, **kwargs, **options)
     ref_out, ref_grads = _gradients(reference, x, mask, "graph")
-    with _tf_fused.portable():
+    with _tf.portable():
         out, grads = _gradients(ours, x, mask, "graph")
     for expected, actual in zip(ref_out + ref_grads, out + grads):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
@@ -264,7 +268,7 @@ def test_backward_stretches_cover_every_step_once(timesteps):
     """The backward pass's stretches of time, last first, cover every step
     once, in at most four stretches of at most two lengths (two XLA
     compiles); an unknown length is one stretch."""
-    stretches = _tf_fused._segments(timesteps)
+    stretches = _tf.arrays.segments(timesteps)
     if timesteps is None:
         assert stretches == [(0, None)]
         return

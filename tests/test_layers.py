@@ -1,10 +1,11 @@
-"""keras_gated.LSTM / GRU against independent references.
+"""keras_gated.LSTM / GRU / SimpleRNN against independent references.
 
-- Keras' own `keras.layers.LSTM` / `GRU` (`use_cudnn=False`) holding the
-  same random weights: outputs, states, weight gradients and dropout in
-  training must be equal across the feature grid.
-- A NumPy implementation of the LSTM and GRU equations, written below from
-  the published equations (not from our code), for the gate values.
+- Keras' own `keras.layers.LSTM` / `GRU` (`use_cudnn=False`) / `SimpleRNN`
+  holding the same random weights: outputs, states, weight gradients and
+  dropout in training must be equal across the feature grid.
+- A NumPy implementation of the LSTM, GRU and vanilla RNN equations,
+  written below from the published equations (not from our code), for the
+  gate values.
 - The LSTM identities c_t = f*c_{t-1} + i*g and h_t = o*tanh(c_t).
 """
 
@@ -24,6 +25,12 @@ import keras_gated
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 6, 4, 5
 INPUT_SHAPE = (BATCH, TIMESTEPS, FEATURES)
 
+
+def _builtin_simple_rnn(*args, use_cudnn=None, **kwargs):
+    """keras.layers.SimpleRNN, which has no cuDNN path (nor argument)."""
+    return keras.layers.SimpleRNN(*args, **kwargs)
+
+
 # Our class, the built-in class and the shared arguments for each cell.
 CELLS = {
     "lstm": (keras_gated.LSTM, keras.layers.LSTM, {}),
@@ -33,9 +40,18 @@ CELLS = {
         keras.layers.GRU,
         {"reset_after": False},
     ),
+    "simple_rnn": (keras_gated.SimpleRNN, _builtin_simple_rnn, {}),
 }
 LSTM_KEYS = {"input", "forget", "candidate", "output", "cell"}
 GRU_KEYS = {"update", "reset", "candidate"}
+# The keys of each cell's gate dict, and those that are gates (zero at
+# masked steps) rather than states.
+GATE_KEYS = {
+    "lstm": LSTM_KEYS,
+    "gru": GRU_KEYS,
+    "gru_reset_before": GRU_KEYS,
+    "simple_rnn": {"pre_activation"},
+}
 
 # Row 0 is left-padded, row 1 has gaps and trailing padding, row 2 is
 # fully masked.
@@ -94,7 +110,7 @@ def reference_rnn(
     go_backwards=False,
     ops=NumPyOps,
 ):
-    """The LSTM / GRU recurrence with Keras' masking rules.
+    """The LSTM / GRU / vanilla RNN recurrence with Keras' masking rules.
 
     Args:
         cell: a key of `CELLS`.
@@ -133,6 +149,12 @@ def reference_rnn(
             h = o * ops.tanh(c)
             new_states = [h, c]
             gates = {"input": i, "forget": f, "candidate": g, "output": o}
+        elif cell == "simple_rnn":
+            (h_prev,) = states
+            z = x_t @ kernel + h_prev @ recurrent_kernel + bias
+            h = ops.tanh(z)
+            new_states = [h]
+            gates = {"pre_activation": z}
         else:
             (h_prev,) = states
             if reset_after:
@@ -279,7 +301,7 @@ def test_matches_builtin(
         ours_gates, call(ours_gates, inputs, mask)
     )
     assert_all_close(outputs, expected, what="gates on")
-    assert set(gates) == (LSTM_KEYS if cell == "lstm" else GRU_KEYS)
+    assert set(gates) == GATE_KEYS[cell]
 
 
 @pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unroll"])
@@ -539,6 +561,9 @@ OPTIONS = {
 @pytest.mark.parametrize("options", list(OPTIONS))
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_options_match_builtin(cell, options, unroll):
+    options = dict(OPTIONS[options])
+    if cell == "simple_rnn":  # it has no gates, nor their activation
+        options.pop("recurrent_activation", None)
     builtin, (ours, ours_gates) = build_twins(
         cell,
         variants=({}, {"return_gates": True}),
@@ -546,7 +571,7 @@ def test_options_match_builtin(cell, options, unroll):
         return_sequences=True,
         return_state=True,
         unroll=unroll,
-        **OPTIONS[options],
+        **options,
     )
     inputs, mask, _, _ = sequence_inputs("explicit")
     initial_state = [tf.constant(s) for s in random_initial_state(cell)]
@@ -813,7 +838,7 @@ def test_gates_zero_at_masked_steps_and_cell_carries(cell, go_backwards):
         ours, inputs, mask, initial_state=initial_state
     )
     processing_mask = np_mask[:, ::-1] if go_backwards else np_mask
-    for name in GRU_KEYS if cell != "lstm" else LSTM_KEYS - {"cell"}:
+    for name in GATE_KEYS[cell] - {"cell"}:
         value = to_numpy(gates[name])
         np.testing.assert_array_equal(value[~processing_mask], 0.0, name)
         assert np.all(value[processing_mask] != 0.0), name
@@ -868,7 +893,7 @@ def test_output_structure(cell, return_state, return_sequences):
         return_state=return_state,
         return_sequences=return_sequences,
     )
-    keys = LSTM_KEYS if cell == "lstm" else GRU_KEYS
+    keys = GATE_KEYS[cell]
     n_states = (2 if cell == "lstm" else 1) if return_state else 0
     output_shape = (TIMESTEPS, UNITS) if return_sequences else (UNITS,)
     x = sequence_inputs("none")[0]
