@@ -1,16 +1,17 @@
-"""Side-by-side timings of keras_gated's LSTM/GRU against Keras and PyTorch.
+"""Side-by-side timings of keras_gated's layers against Keras and PyTorch.
 
 Variants. For each configuration (batch, timesteps, features, units) and
-each kind (LSTM, GRU): the built-in Keras layer and ours with gates off and
-on (with gates on, the step returns the gate sequences, so they are really
-computed), each with XLA off and on (`jit_compile`), and, where `torch` is
-importable, `torch.nn.LSTM` / `nn.GRU` (`batch_first=True`, one thread per
-CPU the process may use). All hold the same weights: ours by
-`set_weights`, torch's converted (kernels transposed; the GRU's gates
-reordered from Keras' z, r, h to torch's r, z, n; Keras' LSTM bias becomes
-`bias_ih` with a zero `bias_hh`, the GRU's two bias rows become `bias_ih`
-and `bias_hh`). Once per configuration torch's last output is checked
-against the built-in's to 1e-4; where it differs, the torch comparison is
+each kind (LSTM, GRU, SimpleRNN): the built-in Keras layer and ours with
+gates off and on (with gates on, the step returns the gate sequences, so
+they are really computed), each with XLA off and on (`jit_compile`), and,
+where `torch` is importable, `torch.nn.LSTM` / `nn.GRU` / `nn.RNN`
+(`batch_first=True`, one thread per CPU the process may use). All hold the
+same weights: ours by `set_weights`, torch's converted (kernels
+transposed; the GRU's gates reordered from Keras' z, r, h to torch's r, z,
+n; Keras' LSTM bias becomes `bias_ih` with a zero `bias_hh`, as does
+SimpleRNN's; the GRU's two bias rows become `bias_ih` and `bias_hh`).
+Once per configuration torch's last output is checked against the
+built-in's to 1e-4; where it differs, the torch comparison is
 left out, with a message.
 
 What is timed. One training step (forward, a Dense(1) / Linear(1) head on
@@ -38,7 +39,7 @@ TensorFlow's counters nor the resident set size will do on CPU.
 Percent of the matmul roof. At start the script times a 2048 x 2048
 float32 matmul in TensorFlow (median of 7) as the machine's attainable
 rate. A training step's work is counted analytically, with G gates (4 for
-the LSTM, 3 for the GRU):
+the LSTM, 3 for the GRU, 1 for SimpleRNN):
 
     forward  = 2*B*T*F*G*U  (input projection)
              + 2*B*T*U*G*U  (recurrent matmul)
@@ -98,7 +99,9 @@ CONFIGS = [
 KINDS = {
     "LSTM": (keras.layers.LSTM, keras_gated.LSTM, 4),
     "GRU": (keras.layers.GRU, keras_gated.GRU, 3),
+    "SimpleRNN": (keras.layers.SimpleRNN, keras_gated.SimpleRNN, 1),
 }
+TORCH_MODULES = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
 KERAS_VARIANTS = ("builtin", "ours", "ours+gates")
 TORCH = ("torch", None)
 MB = 2**20
@@ -144,7 +147,7 @@ def torch_weights(kind, weights, units):
     """Keras kernel, recurrent kernel and bias as torch's weight_ih_l0,
     weight_hh_l0, bias_ih_l0 and bias_hh_l0."""
     kernel, recurrent_kernel, bias = weights
-    if kind == "LSTM":  # i, f, c, o in both
+    if kind != "GRU":  # the LSTM's i, f, c, o in both; one block in an RNN
         return kernel.T, recurrent_kernel.T, bias, np.zeros_like(bias)
     # Keras orders the GRU's gates z, r, h, torch r, z, n; Keras'
     # reset_after=True bias has an input row and a recurrent row.
@@ -158,7 +161,9 @@ def torch_weights(kind, weights, units):
 
 
 def torch_module(kind, weights, features, units):
-    module = getattr(torch.nn, kind)(features, units, batch_first=True)
+    module = getattr(torch.nn, TORCH_MODULES[kind])(
+        features, units, batch_first=True
+    )
     names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
     with torch.no_grad():
         for name, value in zip(names, torch_weights(kind, weights, units)):
@@ -456,7 +461,7 @@ def parse_args():
     parser.add_argument(
         "--reps", type=int, default=15, help="repetitions for T <= 200"
     )
-    parser.add_argument("--kinds", default="LSTM,GRU")
+    parser.add_argument("--kinds", default="LSTM,GRU,SimpleRNN")
     parser.add_argument("--jit", default="off,on", help="off, on or off,on")
     parser.add_argument(
         "--configs",
@@ -485,7 +490,9 @@ def parse_args():
     args.kinds = args.kinds.split(",")
     jits = args.jit.split(",")
     if not set(args.kinds) <= set(KINDS) or not set(jits) <= {"off", "on"}:
-        parser.error("--kinds takes LSTM and/or GRU, --jit off and/or on")
+        parser.error(
+            "--kinds takes LSTM, GRU and/or SimpleRNN, --jit off and/or on"
+        )
     args.jits = [jit == "on" for jit in jits]
     if args.quick:
         args.reps = 5
