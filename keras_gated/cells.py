@@ -406,17 +406,21 @@ class LSTMCell(_GatedCell):
     def _bias_initializer(self):
         if not self.unit_forget_bias:
             return self.bias_initializer
-        units = self.units
+        columns = block_columns(self.gate_names, ("forget",), self.units)
+        width = len(self.gate_names) * self.units
         base = self.bias_initializer
 
         def bias_initializer(_, *args, **kwargs):
-            return ops.concatenate(
-                [
-                    base((units,), *args, **kwargs),
-                    keras.initializers.get("ones")((units,), *args, **kwargs),
-                    base((units * 2,), *args, **kwargs),
-                ]
-            )
+            # As Keras draws it: the blocks before the forget gate's, ones,
+            # the blocks after it (one draw each side, so a seeded random
+            # initializer gives the built-in's values).
+            ones = keras.initializers.get("ones")
+            parts = [
+                base((columns.start,), *args, **kwargs),
+                ones((self.units,), *args, **kwargs),
+                base((width - columns.stop,), *args, **kwargs),
+            ]
+            return ops.concatenate([p for p in parts if p.shape[0]])
 
         return bias_initializer
 

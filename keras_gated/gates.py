@@ -32,6 +32,10 @@ GRU_GATES = ("update", "reset", "candidate")
 GRU_SEQUENCES = GRU_GATES
 """Keys of a GRU gate dict."""
 
+GRU_SIGMOID_GATES = ("update", "reset")
+"""The GRU gates computed alike, sigmoid(x W + h U + b), adjacent in the
+weights; the candidate differs with `reset_after`."""
+
 SIMPLE_RNN_GATES = ("pre_activation",)
 """SimpleRNN's one weight block: the pre-activation z_t."""
 

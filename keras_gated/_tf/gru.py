@@ -22,8 +22,7 @@ from keras_gated._tf.description import is_default
 from keras_gated._tf.description import joint_projection
 from keras_gated._tf.description import sigmoid
 from keras_gated.gates import GRU_GATES
-
-_ZR = ("update", "reset")
+from keras_gated.gates import GRU_SIGMOID_GATES as _ZR
 
 
 @dataclasses.dataclass(frozen=True)
