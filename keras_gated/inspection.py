@@ -1,13 +1,16 @@
-"""Find the recurrent layers of a model and read the gates of its LSTMs/GRUs.
+"""Find a model's recurrent layers; read its LSTM, GRU and SimpleRNN gates.
 
 These functions work on any Keras model, Sequential, Functional or nested,
 whose recurrent layers are Keras' built-ins (`SimpleRNN`, `LSTM`, `GRU`,
-`RNN`, also inside `Bidirectional`) or ours (`keras_gated.LSTM` / `GRU`).
+`RNN`, also inside `Bidirectional`) or ours (`keras_gated.LSTM`, `GRU`,
+`SimpleRNN`). A SimpleRNN has no gates: its "gate" is its pre-activation
+z_t (`keras_gated.SIMPLE_RNN_GATES`).
 
-A built-in LSTM or GRU does not expose its gates, so the gates are read
-from a *gate twin*: a `keras_gated` layer built from the same config with
-`return_gates=True` and holding the same weights, which computes the very
-same function and returns its gates too (`gate_twin`). The twin is fed the
+A built-in LSTM, GRU or SimpleRNN does not expose its gates, so the gates
+are read from a *gate twin*: a `keras_gated` layer built from the same
+config with `return_gates=True` and holding the same weights, which
+computes the very same function and returns its gates too (`gate_twin`;
+`TWIN_CLASSES` pairs each built-in class with ours). The twin is fed the
 inputs that the original layer actually receives inside the model, with
 its mask and initial state: while the model runs, each recurrent layer's
 `call` is intercepted for the duration of the run and its arguments are
@@ -32,19 +35,29 @@ import weakref
 import keras
 from keras import ops
 
-from keras_gated.gates import GRU_GATES
-from keras_gated.gates import LSTM_GATES
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
+from keras_gated.layers import SimpleRNN
+from keras_gated.rnn import GatedRNN
+
+TWIN_CLASSES = (
+    (LSTM, keras.layers.LSTM),
+    (GRU, keras.layers.GRU),
+    (SimpleRNN, keras.layers.SimpleRNN),
+)
+"""`(our class, Keras' built-in class)` pairs: a layer of either class has
+a gate twin of our class. A new cell is one more pair; its gate names come
+from our class (`sequence_names` less `state_sequences`)."""
 
 
 def recurrent_layers(model):
     """Every recurrent layer of a model, in order, with its reported name.
 
     Recurrent layers are instances of `keras.layers.RNN` (which includes
-    `keras.layers.SimpleRNN`, `LSTM` and `GRU`) and of `keras_gated.LSTM` /
-    `GRU`. The search recurses into nested models, and a
-    `keras.layers.Bidirectional` contributes its two halves.
+    `keras.layers.SimpleRNN`, `LSTM` and `GRU`) and of our layers
+    (`keras_gated.LSTM`, `GRU`, `SimpleRNN`). The search recurses into
+    nested models, and a `keras.layers.Bidirectional` contributes its two
+    halves.
 
     Args:
         model: A `keras.Model` (Sequential, Functional or subclassed; the
@@ -98,31 +111,47 @@ def recurrent_layers(model):
 
 def is_recurrent(layer):
     """Whether `layer` is a recurrent layer that `recurrent_layers` finds."""
-    return isinstance(layer, (keras.layers.RNN, LSTM, GRU))
+    return isinstance(layer, (keras.layers.RNN, GatedRNN))
 
 
 def has_gates(layer):
-    """Whether `layer` is an LSTM or GRU, ours or Keras', with a gate twin."""
+    """Whether `layer` has a gate twin: an LSTM, GRU or SimpleRNN, ours or
+    Keras' (a class of `TWIN_CLASSES`)."""
     return _twin_class(layer) is not None
 
 
 def gate_names(layer):
-    """The gate names of an LSTM/GRU layer (ours or Keras'), else `()`.
+    """The gate names of an LSTM, GRU or SimpleRNN layer (ours or Keras'),
+    else `()`.
 
-    `keras_gated.LSTM_GATES` for an LSTM, `GRU_GATES` for a GRU.
+    The gate sequences of its twin's gate dict, its states left out:
+    `keras_gated.LSTM_GATES` for an LSTM, `GRU_GATES` for a GRU,
+    `SIMPLE_RNN_GATES` (`("pre_activation",)`) for a SimpleRNN; for our
+    layers these are `layer.cell.gate_names`.
     """
     twin_class = _twin_class(layer)
     if twin_class is None:
         return ()
-    return LSTM_GATES if twin_class is LSTM else GRU_GATES
+    return tuple(
+        name
+        for name in twin_class.sequence_names
+        if name not in twin_class.state_sequences
+    )
 
 
 def _twin_class(layer):
-    if isinstance(layer, (LSTM, keras.layers.LSTM)):
-        return LSTM
-    if isinstance(layer, (GRU, keras.layers.GRU)):
-        return GRU
+    for ours, builtin in TWIN_CLASSES:
+        if isinstance(layer, (ours, builtin)):
+            return ours
     return None
+
+
+def _twin_choices():
+    """The classes `gate_twin` takes, for error messages."""
+    builtins = [f"keras.layers.{b.__name__}" for _, b in TWIN_CLASSES]
+    ours = [f"keras_gated.{o.__name__}" for o, _ in TWIN_CLASSES]
+    *rest, last = builtins + ours
+    return f"{', '.join(rest)} or {last}"
 
 
 def gate_twin(layer):
@@ -132,17 +161,19 @@ def gate_twin(layer):
     `stateful=False` (everything else, `go_backwards` included, unchanged),
     built for the layer's input features and given the layer's weights with
     `set_weights`. Its outputs equal the layer's, and it also returns the
-    gate dict (`keras_gated.LSTM_SEQUENCES` / `GRU_SEQUENCES` keys) as its
-    last output, in processing order. To reproduce a stateful layer, pass
-    the layer's `states` as the twin's `initial_state`.
+    gate dict (keys `keras_gated.LSTM_SEQUENCES`, `GRU_SEQUENCES` or
+    `SIMPLE_RNN_SEQUENCES`) as its last output, in processing order. To
+    reproduce a stateful layer, pass the layer's `states` as the twin's
+    `initial_state`.
 
     Args:
-        layer: A built `keras.layers.LSTM` / `GRU` or `keras_gated.LSTM` /
-            `GRU`.
+        layer: A built `keras.layers.LSTM`, `GRU` or `SimpleRNN`, or a
+            built `keras_gated.LSTM`, `GRU` or `SimpleRNN`.
 
     Returns:
-        The built twin, a `keras_gated.LSTM` or `keras_gated.GRU`. It holds
-        a copy of the weights: later training of `layer` does not reach it.
+        The built twin, a `keras_gated.LSTM`, `GRU` or `SimpleRNN` (the
+        class paired with the layer's in `TWIN_CLASSES`). It holds a copy
+        of the weights: later training of `layer` does not reach it.
 
     Example:
 
@@ -159,9 +190,8 @@ def gate_twin(layer):
     twin_class = _twin_class(layer)
     if twin_class is None:
         raise ValueError(
-            "layer must be a keras.layers.LSTM or GRU or a keras_gated.LSTM "
-            f"or GRU. Received: layer={layer!r} of type "
-            f"{type(layer).__name__}"
+            f"layer must be a {_twin_choices()}: a layer with a gate twin. "
+            f"Received: layer={layer!r} of type {type(layer).__name__}"
         )
     if not layer.built:
         raise ValueError(
@@ -196,7 +226,7 @@ def cached_twin(layer):
     second trace (the first one would create the twin's variables).
 
     Args:
-        layer: A built LSTM or GRU, ours or Keras'.
+        layer: A built LSTM, GRU or SimpleRNN, ours or Keras'.
 
     Returns:
         The twin, as `gate_twin` builds it.
@@ -260,13 +290,13 @@ def _call_model(model, inputs, mask):
 
 
 def gate_outputs(model, inputs, mask=None, return_masks=False):
-    """The gate sequences of every LSTM and GRU in a model, as tensors.
+    """The gate sequences of every LSTM, GRU and SimpleRNN in a model.
 
-    Runs `model(inputs, training=False)` once. For every LSTM and GRU
-    layer that `recurrent_layers(model)` finds, ours or Keras' built-in
-    (both halves of a `Bidirectional` included), the layer's gate twin
-    (see `gate_twin`, holding the layer's current weights) is applied to
-    the very inputs, mask and initial state the layer receives in that
+    Runs `model(inputs, training=False)` once. For every LSTM, GRU and
+    SimpleRNN layer that `recurrent_layers(model)` finds, ours or Keras'
+    built-in (both halves of a `Bidirectional` included), the layer's gate
+    twin (see `gate_twin`, holding the layer's current weights) is applied
+    to the very inputs, mask and initial state the layer receives in that
     run, so masks from `Masking` or `Embedding(mask_zero=True)` and the
     layers before it are taken into account. Works eagerly and inside a
     `tf.function` (the twins are created on the first call and reused).
@@ -282,7 +312,8 @@ def gate_outputs(model, inputs, mask=None, return_masks=False):
         `(batch, timesteps, units)` per gate of each layer (keys of
         `keras_gated.LSTM_SEQUENCES`: `"input"`, `"forget"`,
         `"candidate"`, `"output"`, `"cell"`; of `GRU_SEQUENCES`:
-        `"update"`, `"reset"`, `"candidate"`). Axis 1 is in the input's
+        `"update"`, `"reset"`, `"candidate"`; of `SIMPLE_RNN_SEQUENCES`:
+        `"pre_activation"`). Axis 1 is in the input's
         time order: the gates of `go_backwards` layers and backward
         `Bidirectional` halves are flipped back from processing order.
         Gates are zero at masked steps. If a layer is called more than
@@ -345,12 +376,12 @@ def gate_outputs(model, inputs, mask=None, return_masks=False):
 
 
 def inspect_gates(model, x, mask=None):
-    """The gates of every LSTM and GRU in a model on a batch, as NumPy.
+    """The gates of every LSTM, GRU and SimpleRNN in a model, as NumPy.
 
     The NumPy counterpart of `gate_outputs`: this is how to watch the gates
-    of a model trained with Keras' built-in `LSTM` / `GRU` (also inside
-    `Bidirectional`), or with ours, on the inputs each layer actually
-    receives inside the model.
+    of a model trained with Keras' built-in `LSTM`, `GRU` or `SimpleRNN`
+    (also inside `Bidirectional`), or with ours, on the inputs each layer
+    actually receives inside the model.
 
     Args:
         model: A `keras.Model`.

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gated
+from keras_gated import inspection
 
 
 def sigmoid(x):
@@ -56,6 +57,22 @@ def numpy_gru_gates(x, kernel, recurrent_kernel, bias):
         for name, value in zip(gates, (z, r, n), strict=True):
             gates[name].append(value)
     return {name: np.stack(v, axis=1) for name, v in gates.items()}
+
+
+def numpy_simple_rnn_pre_activations(
+    x, kernel, recurrent_kernel, bias, mask=None
+):
+    """z_t = x_t W + h_{t-1} U + b of a Keras SimpleRNN (h_t = tanh(z_t)),
+    processing order; a masked step keeps h and has z = 0."""
+    batch, timesteps, _ = x.shape
+    h = np.zeros((batch, recurrent_kernel.shape[0]))
+    pre_activations = []
+    for t in range(timesteps):
+        z = x[:, t] @ kernel + h @ recurrent_kernel + bias
+        keep = np.ones((batch, 1)) if mask is None else mask[:, t, None]
+        h = np.where(keep, np.tanh(z), h)
+        pre_activations.append(z * keep)
+    return np.stack(pre_activations, axis=1)
 
 
 def random_bias(layer, seed=0):
@@ -114,10 +131,20 @@ def test_recurrent_layers_rejects_a_non_model():
         keras.layers.LSTM(3, go_backwards=True, return_sequences=True),
         keras.layers.GRU(3, return_sequences=True),
         keras.layers.GRU(3, reset_after=False, return_sequences=True),
+        keras.layers.SimpleRNN(3, go_backwards=True, return_sequences=True),
         keras_gated.LSTM(3, return_sequences=True),
         keras_gated.GRU(3, go_backwards=True, return_sequences=True),
+        keras_gated.SimpleRNN(3, return_sequences=True),
     ],
-    ids=["lstm_backwards", "gru", "gru_reset_before", "ours_lstm", "ours_gru"],
+    ids=[
+        "lstm_backwards",
+        "gru",
+        "gru_reset_before",
+        "simple_rnn_backwards",
+        "ours_lstm",
+        "ours_gru",
+        "ours_simple_rnn",
+    ],
 )
 def test_gate_twin_computes_what_the_layer_computes(layer):
     x = np.random.default_rng(1).normal(size=(2, 5, 4)).astype("float32")
@@ -127,18 +154,63 @@ def test_gate_twin_computes_what_the_layer_computes(layer):
 
     twin = keras_gated.gate_twin(layer)
 
-    assert isinstance(twin, (keras_gated.LSTM, keras_gated.GRU))
+    (twin_class,) = [
+        ours
+        for ours, builtin in inspection.TWIN_CLASSES
+        if isinstance(layer, (ours, builtin))
+    ]
+    assert type(twin) is twin_class
     assert twin.return_gates and twin.go_backwards == layer.go_backwards
     twin_outputs, gates = twin(x)
     np.testing.assert_allclose(twin_outputs, outputs, atol=1e-6)
-    assert gates["candidate"].shape == (2, 5, 3)
+    assert list(gates) == list(twin.sequence_names)
+    assert all(value.shape == (2, 5, 3) for value in gates.values())
+
+
+@pytest.mark.parametrize(
+    "ours, builtin, expected",
+    [
+        (keras_gated.LSTM, keras.layers.LSTM, keras_gated.LSTM_GATES),
+        (keras_gated.GRU, keras.layers.GRU, keras_gated.GRU_GATES),
+        (
+            keras_gated.SimpleRNN,
+            keras.layers.SimpleRNN,
+            keras_gated.SIMPLE_RNN_GATES,
+        ),
+    ],
+    ids=["lstm", "gru", "simple_rnn"],
+)
+def test_gate_names_of_ours_and_builtins_are_the_cells(ours, builtin, expected):
+    layer = ours(2)
+    assert (ours, builtin) in inspection.TWIN_CLASSES
+    assert inspection.gate_names(layer) == tuple(layer.cell.gate_names)
+    assert (
+        inspection.gate_names(builtin(2)) == expected == layer.cell.gate_names
+    )
+    assert inspection.has_gates(layer) and inspection.has_gates(builtin(2))
+    assert inspection.is_recurrent(layer)
+
+
+def test_layers_without_a_twin_have_no_gate_names():
+    layer = keras.layers.RNN(keras.layers.SimpleRNNCell(2))
+    assert inspection.is_recurrent(layer)
+    assert not inspection.has_gates(layer)
+    assert inspection.gate_names(layer) == ()
+    assert inspection.gate_names(keras.layers.Dense(2)) == ()
 
 
 def test_gate_twin_rejects_other_and_unbuilt_layers():
-    with pytest.raises(ValueError, match="Received: layer=.*SimpleRNN"):
-        keras_gated.gate_twin(keras.layers.SimpleRNN(2))
+    with pytest.raises(
+        ValueError,
+        match=r"layer must be a keras.layers.LSTM, .*keras.layers.SimpleRNN, "
+        r"keras_gated.LSTM, .*keras_gated.SimpleRNN.*Received: "
+        r"layer=.* of type RNN",
+    ):
+        keras_gated.gate_twin(keras.layers.RNN(keras.layers.SimpleRNNCell(2)))
     with pytest.raises(ValueError, match="layer must be built"):
         keras_gated.gate_twin(keras.layers.LSTM(2))
+    with pytest.raises(ValueError, match="layer must be built"):
+        keras_gated.gate_twin(keras.layers.SimpleRNN(2))
 
 
 def test_gate_outputs_of_a_builtin_lstm_match_numpy_with_masking():
@@ -274,8 +346,87 @@ def test_inspect_gates_returns_nested_numpy_dicts():
 
 
 def test_inspect_gates_ignores_recurrent_layers_without_gates():
-    model = keras.Sequential([keras.Input((5, 2)), keras.layers.SimpleRNN(3)])
+    model = keras.Sequential(
+        [keras.Input((5, 2)), keras.layers.RNN(keras.layers.SimpleRNNCell(3))]
+    )
     assert keras_gated.inspect_gates(model, np.zeros((1, 5, 2))) == {}
+
+
+def test_simple_rnn_pre_activations_match_numpy_with_masking():
+    x = np.random.default_rng(8).normal(size=(3, 6, 2)).astype("float32")
+    x[0, 4:] = 0.0
+    x[2, 1:] = 0.0
+    model = keras.Sequential(
+        [
+            keras.Input((6, 2)),
+            keras.layers.Masking(0.0),
+            keras.layers.SimpleRNN(4, return_sequences=True, name="simple"),
+            keras_gated.SimpleRNN(3, name="ours"),
+        ]
+    )
+    simple, ours = model.get_layer("simple"), model.get_layer("ours")
+    random_bias(simple, seed=1)
+    random_bias(ours, seed=2)
+    mask = np.any(x != 0.0, axis=-1)
+
+    gates = keras_gated.inspect_gates(model, x)
+
+    expected = numpy_simple_rnn_pre_activations(
+        x, *simple.get_weights(), mask=mask
+    )
+    assert {name: sorted(g) for name, g in gates.items()} == {
+        "simple": ["pre_activation"],
+        "ours": ["pre_activation"],
+    }
+    np.testing.assert_allclose(
+        gates["simple"]["pre_activation"], expected, atol=1e-5
+    )
+    h = keras.ops.convert_to_numpy(simple(x, mask=mask))
+    np.testing.assert_allclose(
+        gates["ours"]["pre_activation"],
+        numpy_simple_rnn_pre_activations(h, *ours.get_weights(), mask=mask),
+        atol=1e-5,
+    )
+    assert np.all(gates["ours"]["pre_activation"][2, 1:] == 0.0)
+
+
+def test_simple_rnn_pre_activations_backwards_and_bidirectional():
+    x = np.random.default_rng(9).normal(size=(2, 7, 3)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((7, 3)),
+            keras.layers.Bidirectional(
+                keras.layers.SimpleRNN(4, return_sequences=True), name="bidi"
+            ),
+            keras.layers.SimpleRNN(2, go_backwards=True, name="back"),
+        ]
+    )
+    bidi, back = model.get_layer("bidi"), model.get_layer("back")
+    random_bias(bidi.forward_layer, seed=3)
+    random_bias(bidi.backward_layer, seed=4)
+    random_bias(back, seed=5)
+
+    gates = keras_gated.inspect_gates(model, x)
+
+    forward = numpy_simple_rnn_pre_activations(
+        x, *bidi.forward_layer.get_weights()
+    )
+    backward = numpy_simple_rnn_pre_activations(
+        x[:, ::-1], *bidi.backward_layer.get_weights()
+    )
+    h = keras.ops.convert_to_numpy(bidi(x))
+    last = numpy_simple_rnn_pre_activations(h[:, ::-1], *back.get_weights())
+    assert list(gates) == ["bidi/forward", "bidi/backward", "back"]
+    np.testing.assert_allclose(
+        gates["bidi/forward"]["pre_activation"], forward, atol=1e-5
+    )
+    # Input time order: the backward halves' gates are flipped back.
+    np.testing.assert_allclose(
+        gates["bidi/backward"]["pre_activation"], backward[:, ::-1], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        gates["back"]["pre_activation"], last[:, ::-1], atol=1e-5
+    )
 
 
 class Subclassed(keras.Model):
