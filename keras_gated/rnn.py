@@ -279,7 +279,8 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
         if input_mask is None:
             weights["input_kernel"] = cell.kernel
         else:
-            # Each gate gets its own dropped-out inputs: projected ahead.
+            # Dropped-out inputs (one mask per gate with implementation=1)
+            # are projected ahead; the loop adds the bias.
             inputs = cell.project_inputs(inputs, input_mask, add_bias=False)
         return _tf.run(
             description, inputs, initial_state, weights, mask, probes, wanted

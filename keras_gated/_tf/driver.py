@@ -26,7 +26,8 @@ gradients, each with its equations. This module owns everything else:
 Inputs are time-major `(timesteps, batch, features)` and projected by the
 `input_kernel` W inside the forward loop, a step at a time (x_t W joins
 the step's recurrent matmul), or arrive projected, `(timesteps, batch, n)`,
-without an `input_kernel` (input dropout gives each gate its own inputs).
+without an `input_kernel` (input dropout in training: the layer projects
+the dropped-out inputs, one mask per gate with `implementation=1`).
 A whole-sequence projection ahead of the loop would be a temporary that
 glibc maps afresh on every call once over 32 MB; faulting its pages in
 cost more than the projection itself (README, "How it works").
