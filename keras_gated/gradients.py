@@ -7,10 +7,12 @@ each timestep? `timestep_gradients` answers with one norm per timestep:
   layer, Keras' built-ins included. The layer's `call` is intercepted (see
   `keras_gated.inspection.intercept_calls`) to add a zero tensor to its
   input; the gradient of the loss with respect to that tensor is dL/dx.
-- `"hidden"`, `"cell"`: ||dL/dh_t|| and ||dL/dc_t|| for our layers, the
-  total derivative through the recurrence and the later layers, measured
-  with zero perturbations of the states through the layer's
-  `probe_states`.
+- `"hidden"`, `"cell"`: ||dL/dh_t|| and ||dL/dc_t|| for our layers, one
+  per name in the layer's `state_names` (h and c for the LSTM, h for the
+  GRU and the SimpleRNN): the total derivative through the recurrence and
+  the later layers, measured with zero perturbations of the states
+  through the layer's `probe_states`. Keras' built-ins offer no way in to
+  their states, so they get `"inputs"` only.
 
 The module uses `tf.GradientTape` and so is TensorFlow-only.
 """
@@ -22,19 +24,21 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gated import inspection
-from keras_gated.layers import GRU
-from keras_gated.layers import LSTM
+from keras_gated.rnn import GatedRNN
 
 QUANTITIES = ("inputs", "hidden", "cell")
 """Keys of a layer's result in `timestep_gradients`, in this order."""
 
 
 def state_quantities(layer):
-    """The state names whose gradients `timestep_gradients` reports."""
-    if isinstance(layer, LSTM):
-        return ("hidden", "cell")
-    if isinstance(layer, GRU):
-        return ("hidden",)
+    """The state names whose gradients `timestep_gradients` reports.
+
+    Our layers' `state_names` (`("hidden", "cell")` for `keras_gated.LSTM`,
+    `("hidden",)` for `GRU` and `SimpleRNN`), which `probe_states` takes;
+    `()` for any other layer.
+    """
+    if isinstance(layer, GatedRNN):
+        return tuple(layer.state_names)
     return ()
 
 
@@ -53,7 +57,8 @@ def select_layers(model, layers=None):
     if not found:
         raise ValueError(
             "model must contain a recurrent layer (keras.layers.SimpleRNN, "
-            "LSTM, GRU, RNN or Bidirectional, or keras_gated.LSTM or GRU). "
+            "LSTM, GRU, RNN or Bidirectional, or keras_gated.LSTM, GRU or "
+            "SimpleRNN). "
             f"Received: model={model.name!r} with layers "
             f"{[layer.name for layer in model.layers]}"
         )
@@ -231,8 +236,9 @@ def probe_function(model, named_layers, gate_statistics=True):
     Args:
         model: A compiled `keras.Model`.
         named_layers: `(name, layer)` pairs from `select_layers`.
-        gate_statistics: Also return the gates of the LSTM/GRU layers
-            among `named_layers`.
+        gate_statistics: Also return the gates of the LSTM, GRU and
+            SimpleRNN layers among `named_layers` (SimpleRNN's
+            pre-activations).
 
     Returns:
         A function `(x, y, sample_weight) -> (norms, gates, masks)` of
@@ -294,7 +300,8 @@ def timestep_gradients(
     - `"inputs"`: the layer's input at each timestep, x_t (every recurrent
       layer: Keras' `SimpleRNN`, `LSTM`, `GRU`, `RNN`, either half of a
       `Bidirectional`, ours);
-    - `"hidden"`: for `keras_gated.LSTM` / `GRU`, the hidden state h_t;
+    - `"hidden"`: for our layers (`keras_gated.LSTM`, `GRU`, `SimpleRNN`),
+      the hidden state h_t;
     - `"cell"`: for `keras_gated.LSTM`, the cell state c_t.
 
     The state gradients are total derivatives, through the recurrence and
@@ -318,8 +325,9 @@ def timestep_gradients(
 
     Returns:
         A dict `{layer name: {quantity: np.ndarray of shape (timesteps,)}}`
-        with `"inputs"` for every layer, `"hidden"` for our LSTM/GRU,
-        `"cell"` for our LSTM. A non-finite gradient gives a non-finite
+        with `"inputs"` for every layer, `"hidden"` for our LSTM, GRU and
+        SimpleRNN, `"cell"` for our LSTM (the names of the layer's
+        `state_names`). A non-finite gradient gives a non-finite
         norm at that timestep.
 
     Example:

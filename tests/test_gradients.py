@@ -1,8 +1,8 @@
 """Tests for keras_gated.gradients.timestep_gradients.
 
 Every norm is compared with an independent `tf.GradientTape` computation:
-the gradient with respect to a watched input, or through an LSTM/GRU
-unrolled by hand from the published equations with zero perturbations
+the gradient with respect to a watched input, or through an LSTM, GRU or
+SimpleRNN unrolled by hand from the published equations with zero perturbations
 added to the states.
 """
 
@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_gated
+from keras_gated import gradients
 
 
 def norms(gradient):
@@ -50,6 +51,18 @@ def unrolled_gru(x, kernel, recurrent_kernel, bias, eps_h):
         z = tf.sigmoid(xz + hz)
         r = tf.sigmoid(xr + hr)
         h = z * h + (1 - z) * tf.tanh(xh + r * hh) + eps_h[:, t]
+        outputs.append(h)
+    return tf.stack(outputs, axis=1)
+
+
+def unrolled_simple_rnn(x, kernel, recurrent_kernel, bias, eps_h):
+    """SimpleRNN by hand, h_t = tanh(x_t W + h_{t-1} U + b), perturbing h_t."""
+    batch, timesteps, _ = x.shape
+    h = tf.zeros((batch, recurrent_kernel.shape[0]))
+    outputs = []
+    for t in range(timesteps):
+        h = tf.tanh(x[:, t] @ kernel + h @ recurrent_kernel + bias)
+        h = h + eps_h[:, t]
         outputs.append(h)
     return tf.stack(outputs, axis=1)
 
@@ -132,6 +145,50 @@ def test_gru_hidden_gradient_matches_an_unrolled_reference():
         np.testing.assert_allclose(
             layer_result[name], expected[name], rtol=1e-4
         )
+
+
+def test_simple_rnn_hidden_gradient_matches_an_unrolled_reference():
+    model = sequence_model(keras_gated.SimpleRNN(4, return_sequences=True))
+    rnn = model.layers[0]
+    kernel, recurrent_kernel, bias = rnn.get_weights()
+    bias = np.random.default_rng(2).normal(size=bias.shape).astype("float32")
+    rnn.set_weights([kernel, recurrent_kernel, bias])
+    x, y = normal((5, 6, 3)), normal((5, 6, 2), seed=1)
+
+    (layer_result,) = keras_gated.timestep_gradients(model, x, y).values()
+
+    expected = reference_state_gradients(
+        model, x, y, unrolled_simple_rnn, ("hidden",)
+    )
+    assert sorted(layer_result) == ["hidden", "inputs"]
+    for name in ("inputs", "hidden"):
+        np.testing.assert_allclose(
+            layer_result[name], expected[name], rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize(
+    "layer, expected",
+    [
+        (keras_gated.LSTM(2), ("hidden", "cell")),
+        (keras_gated.GRU(2), ("hidden",)),
+        (keras_gated.SimpleRNN(2), ("hidden",)),
+        (keras.layers.LSTM(2), ()),
+        (keras.layers.GRU(2), ()),
+        (keras.layers.SimpleRNN(2), ()),
+    ],
+    ids=[
+        "lstm",
+        "gru",
+        "simple_rnn",
+        "builtin_lstm",
+        "builtin_gru",
+        "builtin_simple_rnn",
+    ],
+)
+def test_state_quantities_are_our_layers_state_names(layer, expected):
+    assert gradients.state_quantities(layer) == expected
+    assert set(expected) <= set(gradients.QUANTITIES)
 
 
 def test_hidden_gradient_of_a_backwards_layer_is_in_input_order():
