@@ -25,6 +25,70 @@ _ACTIVATION_RANGES = {
     "tanh": (-1.0, 1.0),
 }
 _QUANTITY_SYMBOLS = {"inputs": "x_t", "hidden": "h_t", "cell": "c_t"}
+# The layer attribute holding the activation of a gate sequence, and whether
+# the sequence holds that activation's input (a pre-activation) rather than
+# its output. Gates not listed are the sigmoid gates: `recurrent_activation`.
+_GATE_ACTIVATIONS = {
+    "candidate": ("activation", False),
+    "pre_activation": ("activation", True),
+}
+_SIGMOID_GATE = ("recurrent_activation", False)
+
+
+def gate_mean_and_saturation(
+    values, mask, activation, saturation, pre_activation=False
+):
+    """The statistics the logger keeps of one gate sequence.
+
+    Args:
+        values: `(batch, timesteps, units)` array, a gate sequence as
+            `keras_gated.gate_outputs` returns it.
+        mask: `None`, or a boolean `(batch, timesteps)` array: the steps to
+            count (masked steps are left out).
+        activation: The activation that makes the gate (a sigmoid for an
+            LSTM's forget gate, tanh for a candidate): `values` are its
+            outputs, or with `pre_activation=True` its inputs.
+        saturation: Float in (0, 0.5), the fraction of the activation's
+            range at either end that counts as saturated.
+        pre_activation: Whether `values` are the activation's inputs, like
+            a SimpleRNN's z_t with h_t = tanh(z_t).
+
+    Returns:
+        `(mean, saturated, value_range)`: the float32 mean of `values` per
+        timestep over the counted entries (NaN where there are none); the
+        fraction of counted entries whose activation output lies within
+        `saturation * (high - low)` of either end of the activation's
+        range `(low, high)` (for a pre-activation: of `activation(values)`,
+        so tanh(z) saturates as a tanh candidate does), NaN for an
+        activation of unknown range (only sigmoid, hard_sigmoid and tanh
+        have one) or without counted entries; and the range of `values`
+        for a heatmap's colour scale, `None` for a pre-activation, which
+        is unbounded.
+    """
+    values = np.asarray(values)
+    if mask is None:
+        valid = np.ones(values.shape[:2], bool)
+    else:
+        valid = np.asarray(mask, bool)
+    weights = valid[..., None] * np.ones_like(values)
+    counts = weights.sum(axis=(0, 2))
+    sums = (values * weights).sum(axis=(0, 2))
+    mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    value_range = _ACTIVATION_RANGES.get(
+        keras.activations.serialize(activation)
+    )
+    saturated = math.nan
+    if value_range is not None and weights.sum() > 0:
+        outputs = values
+        if pre_activation:
+            outputs = keras.ops.convert_to_numpy(activation(values))
+        low, high = value_range
+        margin = saturation * (high - low)
+        outside = (outputs < low + margin) | (outputs > high - margin)
+        saturated = float((outside * weights).sum() / weights.sum())
+    if pre_activation:
+        value_range = None
+    return mean.astype("float32"), saturated, value_range
 
 
 def gradient_decay(norms):
@@ -73,8 +137,10 @@ class TimestepGradientLogger(keras.callbacks.Callback):
     strongly the training loss depends on each timestep
     (`keras_gated.timestep_gradients`: ||dL/dx_t||, and for our layers
     ||dL/dh_t||, ||dL/dc_t||, over the input's time axis), and for every
-    LSTM and GRU, ours or built-in, the mean gate activations
-    (`keras_gated.gate_outputs`). It writes to an event file in `log_dir`:
+    LSTM, GRU and SimpleRNN, ours or built-in, the mean gate activations
+    (`keras_gated.gate_outputs`; a SimpleRNN has no gates and shows its
+    pre-activation z_t, `"pre_activation"`, in their place). It writes to
+    an event file in `log_dir`:
 
     - Tensors (for scripts), one per logged step, shape `(timesteps,)`:
       `timestep_gradients/<layer>/inputs`, `.../hidden`, `.../cell`; and
@@ -90,15 +156,21 @@ class TimestepGradientLogger(keras.callbacks.Callback):
       sequence (see `gradient_decay`: `inf` once the first timestep's
       gradient has vanished to zero); `gate_saturation/<layer>/<gate>`, the
       fraction of gate activations within `saturation` of either end of the
-      gate's range (for a sigmoid gate with the default 0.05: below 0.05 or
-      above 0.95); `nonfinite`, the number of NaN or infinite norms in the
-      step.
+      gate's range (with the default 0.05: below 0.05 or above 0.95 for a
+      sigmoid gate, below -0.9 or above 0.9 for a tanh candidate); for a
+      SimpleRNN's pre-activation z_t, the saturation of the tanh it feeds,
+      h_t = tanh(z_t), counted as for a tanh candidate: |tanh(z_t)| > 0.9,
+      i.e. |z_t| > 1.47, where tanh'(z_t) < 0.19 (logged only for sigmoid,
+      hard_sigmoid and tanh activations, whose range is known; see
+      `gate_mean_and_saturation`); `nonfinite`, the number of NaN or
+      infinite norms in the step.
     - Images tab: `gradient_heatmap/<layer>`, a panel per quantity with the
       norm (log colour scale, legend in orders of magnitude) over
       timesteps (x) and logged steps (y); `gradient_profile/<layer>`, the
       norms of the latest step against the timestep, log y axis;
       `gate_heatmap/<layer>`, a panel per gate with its mean activation
-      over timesteps and logged steps.
+      over timesteps and logged steps (on the gate's range; a
+      pre-activation's panel spans its data's range).
 
     The step of every summary is the number of training batches seen
     (`model.optimizer.iterations`), so resuming training (a second `fit`,
@@ -153,8 +225,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         layers: `None` for every recurrent layer, or a list of layer names
             as `keras_gated.recurrent_layers` reports them (e.g.
             `"bidi/backward"`).
-        gate_statistics: Also log the gate statistics of LSTM and GRU
-            layers. Default: `True`.
+        gate_statistics: Also log the gate statistics of LSTM, GRU and
+            SimpleRNN layers. Default: `True`.
         images: Also render and write the images (matplotlib needed).
             Default: `True`.
         image_freq: Draw the images at every `image_freq`-th log (and at
@@ -391,35 +463,18 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         return norms, gates
 
     def _gate_statistics(self, name, layer, outputs, masks):
-        mask = masks.get(name)
         statistics = {}
         for gate in inspection.gate_names(layer):
-            values = outputs[f"{name}/{gate}"]
-            if mask is None:
-                valid = np.ones(values.shape[:2], bool)
-            else:
-                valid = np.asarray(mask, bool)
-            weights = valid[..., None] * np.ones_like(values)
-            counts = weights.sum(axis=(0, 2))
-            sums = (values * weights).sum(axis=(0, 2))
-            mean = np.where(
-                counts > 0, sums / np.maximum(counts, 1), np.nan
-            ).astype("float32")
-            activation = (
-                layer.activation
-                if gate == "candidate"
-                else (layer.recurrent_activation)
+            attribute, pre_activation = _GATE_ACTIVATIONS.get(
+                gate, _SIGMOID_GATE
             )
-            saturated = math.nan
-            value_range = _ACTIVATION_RANGES.get(
-                keras.activations.serialize(activation)
+            statistics[gate] = gate_mean_and_saturation(
+                outputs[f"{name}/{gate}"],
+                masks.get(name),
+                getattr(layer, attribute),
+                self.saturation,
+                pre_activation,
             )
-            if value_range is not None and weights.sum() > 0:
-                low, high = value_range
-                margin = self.saturation * (high - low)
-                outside = (values < low + margin) | (values > high - margin)
-                saturated = float((outside * weights).sum() / weights.sum())
-            statistics[gate] = (mean, saturated, value_range)
         return statistics
 
     def _write(self, step, measured):

@@ -25,6 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 )
 
 import keras_gated
+from keras_gated.callbacks import gate_mean_and_saturation
 from keras_gated.callbacks import gradient_decay
 
 TIMESTEPS = 8
@@ -191,6 +192,7 @@ def test_gate_statistics_of_builtin_layers_with_masking(tmp_path):
         gradient_tags("simple_rnn", ("inputs",)),
         gate_tags("bidi/forward", keras_gated.GRU_GATES),
         gate_tags("bidi/backward", keras_gated.GRU_GATES),
+        gate_tags("simple_rnn", keras_gated.SIMPLE_RNN_GATES),
     )
     assert tags_by_plugin(events) == {
         "keras_gated": expected["tensors"],
@@ -213,6 +215,130 @@ def test_gate_statistics_of_builtin_layers_with_masking(tmp_path):
     # No gradient at the last timestep: an infinite gain back through time.
     decay = series(events, "gradient_decay/bidi/backward/inputs")[2]
     assert decay == -np.inf
+
+
+def numpy_simple_rnn(x, kernel, recurrent_kernel, bias, mask):
+    """`(z, outputs)` of a Keras SimpleRNN by hand: z_t = x_t W + h_{t-1} U
+    + b, h_t = tanh(z_t); a masked step keeps h, repeats the output and has
+    z = 0."""
+    batch, timesteps, _ = x.shape
+    h = np.zeros((batch, recurrent_kernel.shape[0]))
+    z_steps, outputs = [], []
+    for t in range(timesteps):
+        z = x[:, t] @ kernel + h @ recurrent_kernel + bias
+        keep = mask[:, t, None]
+        h = np.where(keep, np.tanh(z), h)
+        z_steps.append(z * keep)
+        outputs.append(h)
+    return np.stack(z_steps, axis=1), np.stack(outputs, axis=1)
+
+
+def masked_mean_per_timestep(values, mask):
+    counts = mask.sum(axis=0) * values.shape[-1]
+    sums = (values * mask[..., None]).sum(axis=(0, 2))
+    with np.errstate(invalid="ignore"):
+        return sums / counts
+
+
+def test_simple_rnn_pre_activation_statistics_ours_and_builtin(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((TIMESTEPS, FEATURES)),
+            keras.layers.Masking(0.0),
+            keras_gated.SimpleRNN(4, return_sequences=True, name="ours"),
+            keras.layers.SimpleRNN(3, name="builtin"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(3)
+    for name in ("ours", "builtin"):
+        layer = model.get_layer(name)
+        layer.set_weights(
+            [1.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
+        )
+    x, y = data(16)
+    x[:4, 5:] = 0.0
+    x[:, 7:] = 0.0
+    mask = np.any(x != 0.0, axis=-1)
+    saturation = 0.05
+    logger = keras_gated.TimestepGradientLogger(
+        tmp_path, (x, y), saturation=saturation
+    )
+
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[logger], verbose=0)
+
+    events = read_events(tmp_path)
+    assert tags_by_plugin(events)["keras_gated"] == {
+        "timestep_gradients/ours/inputs",
+        "timestep_gradients/ours/hidden",
+        "timestep_gradients/builtin/inputs",
+        "gate_mean/ours/pre_activation",
+        "gate_mean/builtin/pre_activation",
+    }
+    z_ours, h = numpy_simple_rnn(
+        x, *model.get_layer("ours").get_weights(), mask
+    )
+    z_builtin, _ = numpy_simple_rnn(
+        h, *model.get_layer("builtin").get_weights(), mask
+    )
+    for name, z in (("ours", z_ours), ("builtin", z_builtin)):
+        mean = series(events, f"gate_mean/{name}/pre_activation")[1]
+        np.testing.assert_allclose(
+            mean, masked_mean_per_timestep(z, mask), rtol=1e-4, atol=1e-5
+        )
+        assert np.all(np.isnan(mean[7:]))
+        # Saturated as the tanh it feeds: |tanh(z)| within 5% of the range
+        # (-1, 1) of either end, |tanh(z)| > 0.9.
+        saturated = np.abs(np.tanh(z[mask])) > 1 - 2 * saturation
+        logged = series(events, f"gate_saturation/{name}/pre_activation")[1]
+        assert 0 < saturated.mean() < 1
+        np.testing.assert_allclose(logged, saturated.mean(), rtol=1e-6)
+
+
+def test_gate_mean_and_saturation_by_hand():
+    z = np.array(
+        [[[0.0, 2.0], [-1.0, 3.0]], [[-2.0, 0.5], [9.0, 9.0]]], "float32"
+    )
+    mask = np.array([[True, True], [True, False]])
+
+    mean, saturated, value_range = gate_mean_and_saturation(
+        z, mask, keras.activations.tanh, 0.05, pre_activation=True
+    )
+
+    # tanh(z) counted: 0, 0.964, -0.762, 0.995, -0.964, 0.462; beyond
+    # +-0.9 (|z| > artanh(0.9) = 1.472): 2.0, 3.0 and -2.0.
+    np.testing.assert_allclose(mean, [(0 + 2 - 2 + 0.5) / 4, (-1 + 3) / 2])
+    assert mean.dtype == np.float32
+    assert saturated == pytest.approx(3 / 6)
+    assert value_range is None
+
+    forget = np.array([[[0.01, 0.5], [0.97, 0.2]]], "float32")
+    mean, saturated, value_range = gate_mean_and_saturation(
+        forget, None, keras.activations.sigmoid, 0.05
+    )
+    np.testing.assert_allclose(mean, [0.255, 0.585], rtol=1e-6)
+    assert saturated == pytest.approx(2 / 4)
+    assert value_range == (0.0, 1.0)
+    # A candidate holds tanh's outputs: beyond +-0.8 with 10% margins.
+    candidate = np.array([[[0.85, -0.5], [-0.81, 0.79]]], "float32")
+    _, saturated, value_range = gate_mean_and_saturation(
+        candidate, None, keras.activations.tanh, 0.1
+    )
+    assert saturated == pytest.approx(2 / 4)
+    assert value_range == (-1.0, 1.0)
+
+
+def test_gate_saturation_is_nan_without_a_known_range_or_entries():
+    z = np.ones((2, 3, 2), "float32")
+    _, saturated, _ = gate_mean_and_saturation(
+        z, None, keras.activations.relu, 0.05, pre_activation=True
+    )
+    assert math.isnan(saturated)
+    mean, saturated, _ = gate_mean_and_saturation(
+        z, np.zeros((2, 3), bool), keras.activations.tanh, 0.05, True
+    )
+    assert math.isnan(saturated) and np.all(np.isnan(mean))
 
 
 @pytest.mark.parametrize(
