@@ -15,7 +15,10 @@ from keras_gated.tasks import TASK_NAMES
 def _parser():
     parser = argparse.ArgumentParser(
         prog="keras-gated",
-        description="Explicit LSTM/GRU layers that show their gates: tools.",
+        description=(
+            "Explicit LSTM, GRU and SimpleRNN layers that show their gates: "
+            "tools."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser(
@@ -59,8 +62,12 @@ def _add_task_arguments(command):
     )
     command.add_argument(
         "--models",
-        default=",".join(compare.MODEL_NAMES),
-        help=f"comma-separated subset of {', '.join(compare.MODEL_NAMES)}",
+        default=",".join(compare.DEFAULT_MODELS),
+        help=(
+            f"comma-separated subset of {', '.join(compare.MODEL_NAMES)}; "
+            "gated-X is keras_gated's layer, started from the initial "
+            "weights of the built-in X"
+        ),
     )
 
 

@@ -4,8 +4,9 @@
 seed, units, optimizer and budget, and writes what the examples and the
 `keras-gated compare` command show: a table, PNG figures, TensorBoard runs
 and the trained gated models. Models that share a kind (`lstm` and
-`gated-lstm`, `gru` and `gated-gru`) start from the same initial weights
-and see the batches in the same order, so their curves can be compared.
+`gated-lstm`, `gru` and `gated-gru`, `simplernn` and `gated-simplernn`)
+start from the same initial weights and see the batches in the same order,
+so their curves can be compared.
 """
 
 import dataclasses
@@ -23,18 +24,34 @@ from keras_gated._validation import check_writable_directory
 from keras_gated.callbacks import gradient_decay
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
+from keras_gated.layers import SimpleRNN
 
-MODEL_NAMES = ("simplernn", "lstm", "gru", "gated-lstm", "gated-gru")
+MODEL_NAMES = (
+    "simplernn",
+    "lstm",
+    "gru",
+    "gated-lstm",
+    "gated-gru",
+    "gated-simplernn",
+)
 """The models a comparison can train, as `--models` names them."""
+DEFAULT_MODELS = ("simplernn", "lstm", "gru", "gated-lstm", "gated-gru")
+"""The models a comparison trains unless told otherwise (those of
+examples/RESULTS.md and `make demo`)."""
 _LAYERS = {
     "simplernn": keras.layers.SimpleRNN,
     "lstm": keras.layers.LSTM,
     "gru": keras.layers.GRU,
     "gated-lstm": LSTM,
     "gated-gru": GRU,
+    "gated-simplernn": SimpleRNN,
 }
 # Gated models start from the initial weights of their built-in twin.
-_TWIN = {"gated-lstm": "lstm", "gated-gru": "gru"}
+_TWIN = {
+    "gated-lstm": "lstm",
+    "gated-gru": "gru",
+    "gated-simplernn": "simplernn",
+}
 
 
 @dataclasses.dataclass
@@ -43,7 +60,7 @@ class Settings:
 
     task: str = "adding"
     length: int = 100
-    models: tuple = MODEL_NAMES
+    models: tuple = DEFAULT_MODELS
     epochs: int = 10
     units: int = 64
     batch_size: int = 64
@@ -310,8 +327,9 @@ def _gate_example(model, x_probe):
 
 def format_table(results):
     """The comparison table as text."""
+    width = max([11] + [len(r["model"]) for r in results])
     header = (
-        f"{'model':11} {'metric':>8} {'final':>8} {'baseline':>8} "
+        f"{'model':{width}} {'metric':>8} {'final':>8} {'baseline':>8} "
         f"{'beats':>5} {'steps to beat':>13} {'s/epoch':>8} "
         f"{'decay@init':>10} {'decay@end':>9}"
     )
@@ -319,7 +337,7 @@ def format_table(results):
     for r in results:
         steps = "-" if r["steps_to_beat"] is None else str(r["steps_to_beat"])
         lines.append(
-            f"{r['model']:11} {r['metric']:>8} {r['final']:8.3g} "
+            f"{r['model']:{width}} {r['metric']:>8} {r['final']:8.3g} "
             f"{r['baseline']:8.3g} {'yes' if r['beats_baseline'] else 'no':>5} "
             f"{steps:>13} {r['seconds_per_epoch']:8.2f} "
             f"{r['decay_start']:10.2f} {r['decay_end']:9.2f}"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+import keras_gated
 from keras_gated import compare
 from keras_gated.cli import main
 
@@ -102,6 +103,85 @@ def test_compare_adding_writes_table_figures_logs_and_models(tmp_path, capsys):
         **{list(serving.structured_input_signature[1])[0]: x}
     ).values()
     np.testing.assert_allclose(output, model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_gated_simplernn_starts_from_the_builtins_weights(tmp_path, capsys):
+    out = tmp_path / "runs"
+    arguments = "--length 6 --epochs 1 --samples 40 --units 3 --batch-size 17"
+    code = main(
+        ["compare", "--task", "adding", *arguments.split()]
+        + ["--models", "simplernn,gated-simplernn", "--out", str(out)]
+        + ["--quiet"]
+    )
+    assert code == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert any(row.startswith("gated-simplernn ") for row in rows)
+    results = json.loads((out / "adding" / "results.json").read_text())
+    ours, builtin = (
+        {r["model"]: r for r in results}[m]
+        for m in ("gated-simplernn", "simplernn")
+    )
+    # The same initial weights: the same validation loss before training,
+    # the same input gradients; the same batches: the same curve after.
+    assert ours["curve"][0][0] == builtin["curve"][0][0] == 0
+    assert ours["curve"][0][1] == pytest.approx(builtin["curve"][0][1], 1e-6)
+    np.testing.assert_allclose(
+        ours["grad_norms_start"], builtin["grad_norms_start"], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        [v for _, v in ours["curve"]],
+        [v for _, v in builtin["curve"]],
+        rtol=1e-4,
+    )
+    assert "saved" in ours and "saved" not in builtin
+    tags = _read_scalars_and_tensors(
+        out / "logs" / "adding" / "gated-simplernn"
+    )
+    assert {
+        "timestep_gradients/rnn/hidden",
+        "gate_mean/rnn/pre_activation",
+        "gate_saturation/rnn/pre_activation",
+    } <= tags
+    model = keras.saving.load_model(ours["saved"]["keras"])
+    assert isinstance(model.get_layer("rnn"), keras_gated.SimpleRNN)
+
+
+def test_default_models_are_the_five_of_the_results():
+    assert compare.DEFAULT_MODELS == (
+        "simplernn",
+        "lstm",
+        "gru",
+        "gated-lstm",
+        "gated-gru",
+    )
+    assert compare.Settings().models == compare.DEFAULT_MODELS
+    assert set(compare.MODEL_NAMES) == {
+        *compare.DEFAULT_MODELS,
+        "gated-simplernn",
+    }
+
+
+def test_table_columns_fit_the_longest_model_name():
+    result = {
+        "metric": "mse",
+        "final": 0.17,
+        "baseline": 2 / 12,
+        "beats_baseline": False,
+        "steps_to_beat": None,
+        "seconds_per_epoch": 1.0,
+        "decay_start": 2.0,
+        "decay_end": 3.0,
+    }
+    lines = compare.format_table(
+        [{**result, "model": m} for m in ("lstm", "gated-simplernn")]
+    ).splitlines()
+    _, _, lstm, simple = lines
+    assert len({len(line) for line in lines}) == 1
+    assert simple.split()[0] == "gated-simplernn"
+    assert lstm.index(" mse") == simple.index(" mse")
+    # The default models keep the 11 characters of examples/RESULTS.md.
+    header = compare.format_table([{**result, "model": "gated-lstm"}])
+    assert header.index("metric") == 11 + 3
 
 
 @pytest.mark.parametrize("task,length", [("copy", 5), ("digits", 64)])
@@ -198,8 +278,13 @@ def test_console_script_help_lists_every_option():
         capture_output=True,
         text=True,
         timeout=120,
+        # Wide enough that argparse does not break a name at its hyphen.
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert result.returncode == 0
+    for name in compare.MODEL_NAMES:
+        assert name in result.stdout
+    assert f"(default: {','.join(compare.DEFAULT_MODELS)})" in result.stdout
     for option in (
         "--task",
         "--length",
