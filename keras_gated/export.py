@@ -6,8 +6,8 @@
   outputs, exactly as `model.export(path, format="tf_saved_model")` serves
   them: a single output under `"output_0"`, several under `"output_0"`,
   `"output_1"`, ..., a dict of outputs under its own keys;
-- `"gates"`: the same outputs plus the gate sequences of every LSTM/GRU
-  layer of the model (ours or Keras' built-ins, also inside
+- `"gates"`: the same outputs plus the gate sequences of every LSTM, GRU
+  and SimpleRNN layer of the model (ours or Keras' built-ins, also inside
   `keras.layers.Bidirectional`), keyed `"<layer name>/<gate name>"`, each of
   shape `(batch, timesteps, units)`.
 
@@ -51,8 +51,9 @@ def export_saved_model(
       `model.export(path, format="tf_saved_model")` uses: `"output_0"` for
       a single output, `"output_0"`, `"output_1"`, ... for a list, the
       model's own keys for a dict of outputs;
-    - `gates` returns the same outputs plus, for every LSTM/GRU layer of
-      the model (`keras_gated` layers and `keras.layers.LSTM`/`GRU`, also
+    - `gates` returns the same outputs plus, for every LSTM, GRU and
+      SimpleRNN layer of the model (`keras_gated` layers and
+      `keras.layers.LSTM`/`GRU`/`SimpleRNN`, also
       inside `keras.layers.Bidirectional`), every gate sequence of shape
       `(batch, timesteps, units)` under `"<layer name>/<gate name>"`, with
       the names of `keras_gated.recurrent_layers`: `"lstm/forget"`,
@@ -84,7 +85,8 @@ def export_saved_model(
             subclassed with `input_signature` given.
         path: `str` or `os.PathLike`, the directory to create.
         gates: Whether to add the `gates` signature. The model must then
-            contain at least one LSTM or GRU layer. Default: `True`.
+            contain at least one LSTM, GRU or SimpleRNN layer. Default:
+            `True`.
         overwrite: Whether to replace an existing SavedModel at `path`. A
             path that exists and is neither a SavedModel nor an empty
             directory is never replaced. Default: `False`.
@@ -342,7 +344,8 @@ def _gates_function(model, input_signature):
 
     if not any(has_gates(layer) for _, layer in recurrent_layers(model)):
         raise ValueError(
-            "gates=True needs a model with at least one LSTM or GRU layer. "
+            "gates=True needs a model with at least one LSTM, GRU or "
+            "SimpleRNN layer. "
             f"Received: model '{model.name}', which has none; pass "
             "gates=False to export its outputs only."
         )

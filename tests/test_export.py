@@ -455,9 +455,36 @@ def test_input_signature_for_a_fixed_length_model(tmp_path):
     assert_serves(path, model, x)
 
 
-def test_gates_false_serves_outputs_only(tmp_path):
+def test_builtin_simple_rnn_exports_its_pre_activations(tmp_path):
+    """A built-in SimpleRNN's one "gate", z_t = x_t W + h_{t-1} U + b, is
+    served by the gates signature, equal to NumPy's from its weights."""
     inputs = keras.Input((None, 2), name="sequence")
     outputs = keras.layers.SimpleRNN(3, name="rnn")(inputs)
+    model = keras.Model(inputs, outputs)
+    _random_weights(model)
+    path = keras_gated.export_saved_model(model, tmp_path / "rnn")
+    x = np.random.default_rng(0).random((2, 7, 2)).astype("float32")
+    served = keras_gated.load_saved_model(path).signatures["gates"](
+        sequence=tf.constant(x)
+    )
+    assert sorted(served) == ["output_0", "rnn/pre_activation"]
+    kernel, recurrent_kernel, bias = model.get_layer("rnn").get_weights()
+    h = np.zeros((2, 3))
+    expected = []
+    for t in range(7):
+        z = x[:, t] @ kernel + h @ recurrent_kernel + bias
+        h = np.tanh(z)
+        expected.append(z)
+    assert_close(served["rnn/pre_activation"], np.stack(expected, 1))
+    assert_close(served["output_0"], h)
+
+
+def test_gates_false_serves_outputs_only(tmp_path):
+    inputs = keras.Input((None, 2), name="sequence")
+    # An RNN of Keras' own cell: no twin of ours, so no gates to serve.
+    outputs = keras.layers.RNN(keras.layers.SimpleRNNCell(3), name="rnn")(
+        inputs
+    )
     model = keras.Model(inputs, outputs)
     with pytest.raises(ValueError, match="gates=False"):
         keras_gated.export_saved_model(model, tmp_path / "rnn")
