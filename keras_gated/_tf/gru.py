@@ -42,8 +42,8 @@ class GRUDescription(Description):
     time_major = ("hidden", "reset_hidden")
     # With the inputs projected ahead of the loop (input dropout) and no
     # stored sequence, XLA's CPU backend fused the whole step into one
-    # loop that ran 2x slower; a kept store of the update gate prevents
-    # it.
+    # loop that ran much slower (README, "How it works"); a kept store of
+    # the update gate prevents it.
     keep_alive = ("update",)
 
     @property
