@@ -37,7 +37,8 @@ class Description:
             masked steps).
         extras: per-step sequences the backward step returns beside the
             gradient of the projected inputs.
-        loop_reads: the sequences `backward_step` reads.
+        loop_reads: the sequences `backward_step` may read (those of
+            them that `backward_layout` stores).
         time_major: those of the stored sequences that are kept
             time-major (the others are batch-major buffers).
         keep_alive: stores kept alive under an enclosing XLA compile.

@@ -213,6 +213,9 @@ class _Reads:
         axis = 0 if name in self._time_major else 1
         return tf.shape(sequence)[axis], sequence.shape[axis]
 
+    def has(self, name):
+        return name in self._sequences
+
     def value(self, name, t):
         return arrays.at(self._sequences[name], t)
 
@@ -282,7 +285,8 @@ def run(
     )
     record_all = any(plan.probed) or recording()
     layout = description.backward_layout(
-        masked=mask is not None or any(plan.probed),
+        masked=mask is not None,
+        probed=any(plan.probed),
         static=inputs.shape[0] is not None,
     )
     projected = weights.get("input_kernel") is None
@@ -384,10 +388,12 @@ def _gradients(plan, inputs, initial, weight, sequences, upstream, d_final):
     backward step's sequences where they are kept (`description.time_major`
     or batch-major)."""
     description = plan.description
-    reads = {
-        n: sequences[n in description.time_major][n]
-        for n in description.loop_reads
-    }
+    batch_major, time_major = sequences
+    reads = {}
+    for name in description.loop_reads:
+        kept = time_major if name in description.time_major else batch_major
+        if name in kept:
+            reads[name] = kept[name]
 
     def stretch(first, length, d_states):
         d_projected, extras, d_states, d_probes = _backward_compiled(

@@ -60,7 +60,7 @@ class GRUDescription(Description):
     def always(self, projected):
         return ("update",) if projected else ()
 
-    def backward_layout(self, masked, static):
+    def backward_layout(self, masked, probed, static):
         """The gates batch-major; h time-major (the loop reads h_{t-1},
         the kernel gradient takes it over all steps), and r * h_{t-1}
         with `reset_after=False`. With `reset_after=True`,

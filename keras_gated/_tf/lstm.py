@@ -32,13 +32,13 @@ class LSTMDescription(Description):
     def supports(self, cell):
         return is_default(cell, "activation", "recurrent_activation")
 
-    def backward_layout(self, masked, static):
+    def backward_layout(self, masked, probed, static):
         """The gates and c batch-major for the backward loop; h_{t-1} for
         the kernel gradient is recomputed as o * tanh(c) after it (one
         sequence less to hold), except where a mask or a probe makes h
         differ from that, or the length is not static: then h is kept
         time-major."""
-        if masked or not static:
+        if masked or probed or not static:
             return self.loop_reads, ("hidden",)
         return self.loop_reads, ()
 

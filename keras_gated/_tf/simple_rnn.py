@@ -27,17 +27,18 @@ class SimpleRNNDescription(Description):
     """The vanilla RNN step, its backward step and weight gradients."""
 
     gates = SIMPLE_RNN_GATES
-    loop_reads = SIMPLE_RNN_GATES
+    loop_reads = SIMPLE_RNN_GATES + ("hidden",)
     time_major = ("hidden",)
 
     def supports(self, cell):
         return is_default(cell, "activation")
 
-    def backward_layout(self, masked, static):
-        """z batch-major for the backward loop (tanh'(z) is recomputed
-        from it, exact also where a probe moved h_t), h time-major for
-        the kernel gradient."""
-        return self.gates, ("hidden",)
+    def backward_layout(self, masked, probed, static):
+        """h time-major, for the kernel gradient and for tanh'(z_t) =
+        1 - h_t^2 in the backward loop (at masked steps h_t is carried,
+        but they pass no gradient to z_t). Where a probe moves h_t off
+        tanh(z_t), z batch-major too, and tanh'(z_t) from it."""
+        return (self.gates if probed else ()), ("hidden",)
 
     def forward_context(self, weights, template):
         project = joint_projection(
@@ -61,7 +62,10 @@ class SimpleRNNDescription(Description):
         Returns the previous state's gradient, the state's total gradient
         (dh: a probe's), dz and no extras."""
         (dh,) = d_states
-        a = tf.tanh(reads.value("pre_activation", t))
+        if reads.has("pre_activation"):
+            a = tf.tanh(reads.value("pre_activation", t))
+        else:
+            a = reads.value("hidden", t)
         dz = arrays.plus(dh * (1 - a * a), up["pre_activation"])
         return (tf.matmul(dz, kernel_t),), (dh,), dz, {}
 
