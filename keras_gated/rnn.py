@@ -130,6 +130,34 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
                 "number of timesteps, e.g. keras.Input(shape=(timesteps, "
                 f"features)). Received: inputs.shape={tuple(shape)}"
             )
+        if shape[1] == 0:
+            raise ValueError(
+                f"Layer '{self.name}' needs sequences of at least one "
+                f"timestep. Received: inputs.shape={tuple(shape)}"
+            )
+        states = self.states
+        if self.stateful and states is not None and shape[0] is not None:
+            if shape[0] != states[0].shape[0]:
+                raise ValueError(
+                    f"Layer '{self.name}' has stateful=True and was built "
+                    f"for batches of {states[0].shape[0]}; its states carry "
+                    "from one batch to the next, so every batch must have "
+                    f"that size. Received: inputs.shape={tuple(shape)}"
+                )
+
+    def _check_mask(self, mask, shape):
+        """A mask must be `(batch, timesteps)` like the inputs'."""
+        mask_shape = tuple(keras.tree.flatten(mask)[0].shape)
+        expected = tuple(shape[:2])
+        if len(mask_shape) != 2 or any(
+            m is not None and e is not None and m != e
+            for m, e in zip(mask_shape, expected)
+        ):
+            raise ValueError(
+                f"Layer '{self.name}' expects a mask of shape (batch, "
+                f"timesteps) = {expected}, like its inputs'. Received: "
+                f"mask.shape={mask_shape}"
+            )
 
     def __call__(self, *args, **kwargs):
         if not self.return_gates or self.activity_regularizer is None:
@@ -180,16 +208,32 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
             return self.get_initial_state(ops.shape(sequences)[0])
         if not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
+        expected = f"(batch, {self.cell.units})"
         if len(initial_state) != len(self.state_size):
             raise ValueError(
                 f"Layer '{self.name}' expects initial_state to be a list of "
-                f"{len(self.state_size)} tensors of shape (batch, "
-                f"{self.cell.units}). Received {len(initial_state)} tensors."
+                f"{len(self.state_size)} tensors of shape {expected}. "
+                f"Received {len(initial_state)} tensors."
             )
-        return [
+        initial_state = [
             ops.convert_to_tensor(state, dtype=self.compute_dtype)
             for state in initial_state
         ]
+        batch = sequences.shape[0]
+        shapes = [tuple(state.shape) for state in initial_state]
+        for shape in shapes:
+            if (
+                len(shape) != 2
+                or shape[1] != self.cell.units
+                or (None not in (batch, shape[0]) and shape[0] != batch)
+            ):
+                raise ValueError(
+                    f"Layer '{self.name}' expects each initial state of "
+                    f"shape {expected} with the inputs' batch size "
+                    f"(inputs.shape={tuple(sequences.shape)}). Received: "
+                    f"initial_state shapes {shapes}"
+                )
+        return initial_state
 
     def _dropout_masks(self, sequences, initial_state, training):
         # Drawn on every call, as keras.layers.RNN does, so the random
@@ -225,6 +269,8 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self._check_call_shape(sequences.shape)
+        if mask is not None:
+            self._check_mask(mask, sequences.shape)
         if not keras.backend.is_float_dtype(sequences.dtype):
             # Integer inputs, cast as the built-in layers cast them.
             sequences = ops.cast(sequences, self.compute_dtype)

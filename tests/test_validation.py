@@ -16,8 +16,10 @@ import pytest
 import keras_gated
 from keras_gated import _validation
 
-LAYERS = [keras_gated.LSTM, keras_gated.GRU]
-CELLS = [keras_gated.LSTMCell, keras_gated.GRUCell]
+LAYERS = [keras_gated.LSTM, keras_gated.GRU, keras_gated.SimpleRNN]
+CELLS = [keras_gated.LSTMCell, keras_gated.GRUCell, keras_gated.SimpleRNNCell]
+GATED = [keras_gated.LSTM, keras_gated.GRU]
+GATED_CELLS = [keras_gated.LSTMCell, keras_gated.GRUCell]
 
 # (argument, bad value) pairs every layer and cell must reject.
 COMMON_BAD_ARGUMENTS = [
@@ -28,7 +30,6 @@ COMMON_BAD_ARGUMENTS = [
     ("units", "5"),
     ("units", None),
     ("activation", "nope"),
-    ("recurrent_activation", "nope"),
     ("use_bias", "yes"),
     ("dropout", 1.0),
     ("dropout", -0.1),
@@ -46,10 +47,13 @@ COMMON_BAD_ARGUMENTS = [
     ("bias_constraint", "nope"),
     ("seed", "x"),
     ("seed", 1.5),
+]
+# What the LSTM and GRU (layers and cells) take besides.
+GATED_BAD_ARGUMENTS = [
+    ("recurrent_activation", "nope"),
     ("implementation", 3),
 ]
 LAYER_BAD_ARGUMENTS = [
-    ("use_cudnn", "x"),
     ("return_gates", "yes"),
     ("return_sequences", "yes"),
     ("return_state", 1),
@@ -58,6 +62,8 @@ LAYER_BAD_ARGUMENTS = [
     ("unroll", None),
 ]
 SPECIFIC_BAD_ARGUMENTS = [
+    (keras_gated.LSTM, "use_cudnn", "x"),
+    (keras_gated.GRU, "use_cudnn", "x"),
     (keras_gated.LSTM, "unit_forget_bias", "yes"),
     (keras_gated.LSTMCell, "unit_forget_bias", "yes"),
     (keras_gated.GRU, "reset_after", "yes"),
@@ -89,6 +95,14 @@ def _name(value):
 @pytest.mark.parametrize("argument, value", COMMON_BAD_ARGUMENTS, ids=_name)
 @pytest.mark.parametrize("cls", LAYERS + CELLS, ids=lambda c: c.__name__)
 def test_bad_argument_raises_at_construction(cls, argument, value):
+    with pytest.raises(ValueError) as error:
+        construct(cls, argument, value)
+    assert_names_argument_and_value(error, argument, value)
+
+
+@pytest.mark.parametrize("argument, value", GATED_BAD_ARGUMENTS, ids=_name)
+@pytest.mark.parametrize("cls", GATED + GATED_CELLS, ids=lambda c: c.__name__)
+def test_bad_gated_argument_raises_at_construction(cls, argument, value):
     with pytest.raises(ValueError) as error:
         construct(cls, argument, value)
     assert_names_argument_and_value(error, argument, value)
@@ -267,3 +281,66 @@ def test_a_path_under_a_file_is_not_a_writable_directory(tmp_path):
     )
     assert_names_argument_and_value(error, "log_dir", path)
     assert "not a directory" in message and "\n" not in message
+
+
+def _message(call):
+    with pytest.raises(ValueError) as error:
+        call()
+    return str(error.value)
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_initial_state_of_another_batch_size_raises(cls):
+    layer = cls(5, name="my_rnn")
+    count = 2 if cls is keras_gated.LSTM else 1
+    states = [np.zeros((2, 5), "float32")] * count
+    message = _message(
+        lambda: layer(np.zeros((3, 6, 4), "float32"), initial_state=states)
+    )
+    assert "my_rnn" in message, message
+    assert "(batch, 5)" in message, message
+    assert "(3, 6, 4)" in message and "(2, 5)" in message, message
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_initial_state_of_another_width_raises(cls):
+    layer = cls(5, name="my_rnn")
+    count = 2 if cls is keras_gated.LSTM else 1
+    states = [np.zeros((3, 4), "float32")] * count
+    message = _message(
+        lambda: layer(np.zeros((3, 6, 4), "float32"), initial_state=states)
+    )
+    assert "(batch, 5)" in message and "(3, 4)" in message, message
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_stateful_call_with_another_batch_size_raises(cls):
+    layer = cls(5, stateful=True, name="my_rnn")
+    layer(np.zeros((3, 6, 4), "float32"))
+    states_before = [keras.ops.convert_to_numpy(s) for s in layer.states]
+    message = _message(lambda: layer(np.ones((2, 6, 4), "float32")))
+    assert "my_rnn" in message and "stateful" in message, message
+    assert "batches of 3" in message and "(2, 6, 4)" in message, message
+    # Nothing the layer carries is lost by the bad call.
+    for before, after in zip(states_before, layer.states):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+
+
+@pytest.mark.parametrize(
+    "mask_shape", [(3, 5), (2, 6), (3, 6, 1)], ids=["time", "batch", "3d"]
+)
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_mask_of_another_shape_raises(cls, mask_shape):
+    layer = cls(5, name="my_rnn")
+    mask = np.ones(mask_shape, bool)
+    message = _message(lambda: layer(np.zeros((3, 6, 4), "float32"), mask=mask))
+    assert "my_rnn" in message, message
+    assert "(3, 6)" in message and str(mask_shape) in message, message
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_zero_timesteps_raises(cls):
+    layer = cls(5, name="my_rnn")
+    message = _message(lambda: layer(np.zeros((3, 0, 4), "float32")))
+    assert "my_rnn" in message and "at least one timestep" in message
+    assert "(3, 0, 4)" in message, message
