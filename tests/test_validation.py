@@ -289,28 +289,19 @@ def _message(call):
     return str(error.value)
 
 
+@pytest.mark.parametrize(
+    "state_shape", [(2, 5), (3, 4)], ids=["batch", "width"]
+)
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
-def test_initial_state_of_another_batch_size_raises(cls):
+def test_initial_state_of_another_shape_raises(cls, state_shape):
     layer = cls(5, name="my_rnn")
     count = 2 if cls is keras_gated.LSTM else 1
-    states = [np.zeros((2, 5), "float32")] * count
+    states = [np.zeros(state_shape, "float32")] * count
     message = _message(
         lambda: layer(np.zeros((3, 6, 4), "float32"), initial_state=states)
     )
-    assert "my_rnn" in message, message
-    assert "(batch, 5)" in message, message
-    assert "(3, 6, 4)" in message and "(2, 5)" in message, message
-
-
-@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
-def test_initial_state_of_another_width_raises(cls):
-    layer = cls(5, name="my_rnn")
-    count = 2 if cls is keras_gated.LSTM else 1
-    states = [np.zeros((3, 4), "float32")] * count
-    message = _message(
-        lambda: layer(np.zeros((3, 6, 4), "float32"), initial_state=states)
-    )
-    assert "(batch, 5)" in message and "(3, 4)" in message, message
+    assert "my_rnn" in message and "(batch, 5)" in message, message
+    assert "(3, 6, 4)" in message and str(state_shape) in message, message
 
 
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
