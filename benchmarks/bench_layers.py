@@ -20,7 +20,7 @@ inside one `tf.function`) and one forward pass of the layer alone (for
 torch under `torch.no_grad()`). One process, interleaved: every repetition
 times each variant once, in turn, so machine noise hits all of them alike;
 the table shows medians. Sequences longer than 200 steps get fewer
-repetitions, `max(5, reps * 200 // T)`; the default run takes about ten
+repetitions, `max(5, reps * 200 // T)`; the default run takes about twenty
 minutes on 2 quiet cores. PyTorch's OpenMP threads wait for each other at
 every timestep, so its times grow many-fold when other processes load the
 machine (TensorFlow's suffer far less); the first line of the output gives
