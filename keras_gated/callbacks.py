@@ -122,6 +122,51 @@ def gradient_decay(norms):
     return math.log10(last) - math.log10(first)
 
 
+class _ImageHistory:
+    """The rows the heatmap images draw, bounded for long runs.
+
+    Keeps every `stride`-th logged step, at most `limit`: when full, every
+    other kept row is dropped and the stride doubles, so the kept steps
+    stay evenly spaced over the whole run, and memory and drawing time do
+    not grow with its length. The latest logged step is always drawn too.
+    (The raw tensor summaries hold every step.)
+    """
+
+    def __init__(self, limit=256):
+        self.limit = limit
+        self.stride = 1
+        self.count = 0
+        self.steps = []
+        self.rows = {}
+        self.latest = None
+
+    def add(self, step, rows):
+        """Remembers one logged step's rows, a dict of 1D arrays by key."""
+        index, self.count = self.count, self.count + 1
+        self.latest = (step, rows)
+        if index % self.stride:
+            return
+        self.steps.append(step)
+        for key, values in rows.items():
+            self.rows.setdefault(key, []).append(values)
+        if len(self.steps) > self.limit:
+            self.stride *= 2
+            self.steps = self.steps[::2]
+            self.rows = {key: kept[::2] for key, kept in self.rows.items()}
+
+    def snapshot(self):
+        """`(steps, rows by key)`: copies of the kept steps, the latest
+        last."""
+        steps = list(self.steps)
+        rows = {key: list(kept) for key, kept in self.rows.items()}
+        step, latest = self.latest
+        if steps[-1] != step:
+            steps.append(step)
+            for key, values in latest.items():
+                rows[key].append(values)
+        return steps, rows
+
+
 def _describe(structure):
     return keras.tree.map_structure(
         lambda value: tuple(getattr(value, "shape", ())), structure
@@ -232,7 +277,10 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         image_freq: Draw the images at every `image_freq`-th log (and at
             the first and the last): drawing the figures costs more CPU
             than measuring. Tensors and scalars are written at every log.
-            Default: 10.
+            The heatmaps show at most 256 logged steps, evenly spaced over
+            the run (every 2nd, 4th, ... once a run logs more), plus the
+            latest: memory and drawing time stay bounded however long it
+            trains. Default: 10.
         saturation: Float in (0, 0.5), the fraction of a gate's range at
             either end that counts as saturated. Default: 0.05.
 
@@ -292,7 +340,7 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         self._writer = None
         self._batch = None
         self._named_layers = None
-        self._history = {}
+        self._history = _ImageHistory()
         self._last_step = -1
         self._step_offset = None
         self._pending = None
@@ -479,7 +527,7 @@ class TimestepGradientLogger(keras.callbacks.Callback):
 
     def _write(self, step, measured):
         norms, gates = measured
-        tensors, scalars = {}, {}
+        tensors, scalars, rows = {}, {}, {}
         nonfinite = []
         for name, layer_norms in norms.items():
             for quantity, values in layer_norms.items():
@@ -494,13 +542,14 @@ class TimestepGradientLogger(keras.callbacks.Callback):
                 count = int(np.sum(~np.isfinite(values)))
                 if count:
                     nonfinite.append(f"{name}/{quantity} ({count})")
-                self._remember(f"gradients/{name}/{quantity}", step, values)
+                rows[f"gradients/{name}/{quantity}"] = values
         for name, statistics in gates.items():
             for gate, (mean, saturated, _) in statistics.items():
                 tensors[f"gate_mean/{name}/{gate}"] = mean
                 if not math.isnan(saturated):
                     scalars[f"gate_saturation/{name}/{gate}"] = saturated
-                self._remember(f"gates/{name}/{gate}", step, mean)
+                rows[f"gates/{name}/{gate}"] = mean
+        self._history.add(step, rows)
         scalars["nonfinite"] = sum(
             int(np.sum(~np.isfinite(values)))
             for tag, values in tensors.items()
@@ -531,11 +580,6 @@ class TimestepGradientLogger(keras.callbacks.Callback):
                 stacklevel=2,
             )
 
-    def _remember(self, key, step, values):
-        steps, rows = self._history.setdefault(key, ([], []))
-        steps.append(step)
-        rows.append(values)
-
     def _render_in_background(self, step, norms, gates):
         import concurrent.futures
 
@@ -547,25 +591,22 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             self._renderer = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="TimestepGradientLogger"
             )
-        # The worker gets copies: the history grows while it draws.
+        # The worker gets copies: the history changes while it draws.
+        steps, rows = self._history.snapshot()
         gradient_panels = {
             name: {
-                quantity: list(self._history[f"gradients/{name}/{quantity}"][1])
+                quantity: rows[f"gradients/{name}/{quantity}"]
                 for quantity in layer_norms
             }
             for name, layer_norms in norms.items()
         }
         gate_panels = {
             name: {
-                gate: (
-                    list(self._history[f"gates/{name}/{gate}"][1]),
-                    value_range,
-                )
+                gate: (rows[f"gates/{name}/{gate}"], value_range)
                 for gate, (_, _, value_range) in statistics.items()
             }
             for name, statistics in gates.items()
         }
-        steps = list(self._history[next(iter(self._history))][0])
         self._rendering.append(
             self._renderer.submit(
                 self._render_and_write,

@@ -25,6 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 )
 
 import keras_gated
+from keras_gated.callbacks import _ImageHistory
 from keras_gated.callbacks import gate_mean_and_saturation
 from keras_gated.callbacks import gradient_decay
 
@@ -823,3 +824,48 @@ def test_images_every_image_freq_logs_and_at_the_first_and_last(tmp_path):
     images = sorted(series(events, "gradient_heatmap/lstm"))
     # Logs 0 and 3 by the frequency, log 5 as the last one.
     assert images == [logged[0], logged[3], logged[5]]
+
+
+def test_image_history_stays_bounded_and_evenly_spaced_in_a_long_run():
+    """100 000 logged steps: the heatmaps' history never holds more than
+    its limit, the kept steps are evenly spaced over the whole run, each
+    row stays with its step, and the latest step is always drawn."""
+    history = _ImageHistory(limit=64)
+    largest = 0
+    for step in range(100_000):
+        history.add(step, {"a": np.full(3, step), "b": np.full(2, -step)})
+        largest = max(largest, len(history.steps), len(history.rows["a"]))
+        if step in (10, 63, 64, 5_000, 99_999):
+            steps, rows = history.snapshot()
+            assert steps[-1] == step
+            assert [r[0] for r in rows["a"]] == steps
+            assert [-r[0] for r in rows["b"]] == steps
+            kept = steps[:-1] if steps[-1] not in history.steps else steps
+            assert len(set(np.diff(kept))) <= 1, kept
+            assert len(steps) <= 65
+    assert largest <= 64
+    # Spread over the whole run, not the first or last stretch of it.
+    assert history.steps[0] == 0 and history.steps[-1] > 90_000
+
+
+def test_a_long_logging_run_keeps_a_bounded_image_history(tmp_path):
+    model = lstm_model()
+    x, y = data()
+    logger = keras_gated.TimestepGradientLogger(
+        tmp_path,
+        (x[:4], y[:4]),
+        epoch_freq=None,
+        batch_freq=1,
+        gate_statistics=True,
+        image_freq=5,
+    )
+    logger._history.limit = 4
+    model.fit(x, y, batch_size=4, epochs=3, callbacks=[logger], verbose=0)
+
+    events = read_events(tmp_path)
+    logged = sorted(series(events, "timestep_gradients/lstm/inputs"))
+    assert logged == list(range(25))  # every step in the raw tensors
+    assert len(logger._history.steps) <= 4
+    assert all(len(r) <= 4 for r in logger._history.rows.values())
+    images = sorted(series(events, "gradient_heatmap/lstm"))
+    assert images == [0, 5, 10, 15, 20, 24]
