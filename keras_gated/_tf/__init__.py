@@ -9,8 +9,8 @@
   (any activation, recurrent dropout), with a recomputing backward pass.
 - `compile.portable()`: plain graphs without XLA, for export.
 
-`keras_gated.layers` reaches all of this through one hook, `inner_loop`;
-docs/architecture.md shows the whole path.
+The sequence layer (`keras_gated.rnn.GatedRNN`) reaches all of this
+through one hook, `inner_loop`; docs/architecture.md shows the whole path.
 """
 
 from keras_gated._tf import gru
