@@ -314,7 +314,7 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
         if description is None:
             projected = self.cell.project_inputs(inputs, input_mask)
             return self._portable_loop(
-                projected, initial_state, mask, probes, recurrent_mask
+                projected, initial_state, mask, probes, recurrent_mask, wanted
             )
         cell = self.cell
         weights = {
@@ -332,10 +332,11 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
             description, inputs, initial_state, weights, mask, probes, wanted
         )
 
-    def _portable_loop(self, projected, initial_state, mask, probes, dropout):
+    def _portable_loop(
+        self, projected, initial_state, mask, probes, dropout, wanted
+    ):
         """The cell's own `step` in the generic loop (any activation,
-        recurrent dropout, `unroll`)."""
-        wanted = self._wanted()
+        recurrent dropout, `unroll`), recording the `wanted` sequences."""
         recorded = [n for n in self.state_names if n in wanted]
         perturbations = []
         if probes:
@@ -354,7 +355,7 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
             mask,
             unroll=self.unroll,
             record_states=[self.state_names.index(n) for n in recorded],
-            record_gates=self.cell.gate_names if self.return_gates else (),
+            record_gates=[g for g in self.cell.gate_names if g in wanted],
             perturbations=perturbations,
         )
         sequences = dict(gates)

@@ -134,13 +134,12 @@ def recorder(template, inputs, batch_major, time_major):
     """Empty stores for the forward loop: batch-major buffers and
     time-major TensorArrays, keyed by name."""
     timesteps = tf.shape(inputs)[0]
-    arrays = {n: sequence_array(template, timesteps) for n in time_major}
     if is_portable():
-        return {n: sequence_array(template, timesteps) for n in batch_major}, (
-            arrays
-        )
-    static = inputs.shape[0]
-    buffers = {n: _buffer(template, timesteps, static) for n in batch_major}
+        buffers = {n: sequence_array(template, timesteps) for n in batch_major}
+    else:
+        static = inputs.shape[0]
+        buffers = {n: _buffer(template, timesteps, static) for n in batch_major}
+    arrays = {n: sequence_array(template, timesteps) for n in time_major}
     return buffers, arrays
 
 
