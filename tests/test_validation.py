@@ -92,17 +92,20 @@ def _name(value):
     return repr(value)
 
 
-@pytest.mark.parametrize("argument, value", COMMON_BAD_ARGUMENTS, ids=_name)
-@pytest.mark.parametrize("cls", LAYERS + CELLS, ids=lambda c: c.__name__)
+# Every class with each argument it takes, and a bad value for it.
+BAD_CONSTRUCTIONS = [
+    (cls, argument, value)
+    for classes, cases in (
+        (LAYERS + CELLS, COMMON_BAD_ARGUMENTS),
+        (GATED + GATED_CELLS, GATED_BAD_ARGUMENTS),
+    )
+    for cls in classes
+    for argument, value in cases
+]
+
+
+@pytest.mark.parametrize("cls, argument, value", BAD_CONSTRUCTIONS, ids=_name)
 def test_bad_argument_raises_at_construction(cls, argument, value):
-    with pytest.raises(ValueError) as error:
-        construct(cls, argument, value)
-    assert_names_argument_and_value(error, argument, value)
-
-
-@pytest.mark.parametrize("argument, value", GATED_BAD_ARGUMENTS, ids=_name)
-@pytest.mark.parametrize("cls", GATED + GATED_CELLS, ids=lambda c: c.__name__)
-def test_bad_gated_argument_raises_at_construction(cls, argument, value):
     with pytest.raises(ValueError) as error:
         construct(cls, argument, value)
     assert_names_argument_and_value(error, argument, value)
