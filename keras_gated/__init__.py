@@ -16,7 +16,9 @@ from keras_gated.gates import LSTM_GATES
 from keras_gated.gates import LSTM_SEQUENCES
 from keras_gated.gates import SIMPLE_RNN_GATES
 from keras_gated.gates import SIMPLE_RNN_SEQUENCES
+from keras_gated.gradients import check_weight_contributions
 from keras_gated.gradients import timestep_gradients
+from keras_gated.gradients import weight_contributions
 from keras_gated.inspection import gate_outputs
 from keras_gated.inspection import gate_twin
 from keras_gated.inspection import inspect_gates
@@ -41,6 +43,7 @@ __all__ = [
     "SimpleRNN",
     "SimpleRNNCell",
     "TimestepGradientLogger",
+    "check_weight_contributions",
     "export_saved_model",
     "load_saved_model",
     "gate_outputs",
@@ -48,4 +51,5 @@ __all__ = [
     "inspect_gates",
     "recurrent_layers",
     "timestep_gradients",
+    "weight_contributions",
 ]

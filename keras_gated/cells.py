@@ -19,6 +19,7 @@ from keras_gated.gates import LSTM_GATES
 from keras_gated.gates import SIMPLE_RNN_GATES
 from keras_gated.gates import block_columns
 from keras_gated.gates import gate_block
+from keras_gated.gates import join_gates
 from keras_gated.gates import split_gates
 
 
@@ -236,6 +237,55 @@ class _RecurrentCell(keras.layers.Layer, _DropoutMasks):
             ],
             axis=-1,
         )
+
+    def input_operands(self, inputs, dropout_mask=None):
+        """What each gate block of `kernel` multiplies: the inputs, dropped
+        out as `project_inputs` drops them.
+
+        With these, the gradient with respect to the copy of `kernel` used
+        at a step is, block by block, `operand^T @ dL/d(projection)`.
+
+        Args:
+            inputs: `(..., batch, features)`.
+            dropout_mask: None, or the cell's input dropout mask(s).
+
+        Returns:
+            A list of tensors shaped like `inputs`, one per gate block in
+            weight order (the same tensor where no mask tells them apart).
+        """
+        if dropout_mask is None:
+            return [inputs] * len(self.gate_names)
+        masks = _per_gate(dropout_mask, len(self.gate_names))
+        return [inputs * mask for mask in masks]
+
+    def recurrent_operands(self, h_prev, gates, recurrent_mask=None):
+        """What each gate block of `recurrent_kernel` multiplies at a step:
+        h_{t-1}, dropped out per gate as `step` drops it.
+
+        Args:
+            h_prev: `(..., batch, units)`, the state before the step.
+            gates: the step's gate dict, as `step` returns it.
+            recurrent_mask: None, or the recurrent dropout mask(s).
+
+        Returns:
+            A list of `(..., batch, units)` tensors, one per gate block.
+        """
+        if recurrent_mask is None:
+            return [h_prev] * len(self.gate_names)
+        masks = _per_gate(recurrent_mask, len(self.gate_names))
+        return [h_prev * mask for mask in masks]
+
+    def recurrent_gradient(self, d_pre_activation, gates):
+        """dL/d(h_{t-1} @ recurrent_kernel + b') from the gradient of the
+        gate pre-activations z_t (the input projection's gradient).
+
+        The recurrent half enters z_t unchanged here, so the two are equal.
+
+        Args:
+            d_pre_activation: `(..., batch, n_gates * units)`, dL/dz_t.
+            gates: the step's gate dict.
+        """
+        return d_pre_activation
 
     def call(self, inputs, states, training=False):
         dropout_mask = recurrent_mask = None
@@ -555,6 +605,29 @@ class GRUCell(_GatedCell):
         if self.bias is None or not self.reset_after:
             return None
         return self.bias[1]
+
+    def recurrent_operands(self, h_prev, gates, recurrent_mask=None):
+        """As the base cell's, but with `reset_after=False` the candidate
+        block multiplies r_t * h_{t-1} (dropped out)."""
+        operands = super().recurrent_operands(h_prev, gates, recurrent_mask)
+        if not self.reset_after:
+            names = self.gate_names
+            reset = gates["reset"] * h_prev
+            if recurrent_mask is not None:
+                mask = _per_gate(recurrent_mask, len(names))
+                reset = reset * mask[names.index("candidate")]
+            operands[names.index("candidate")] = reset
+        return operands
+
+    def recurrent_gradient(self, d_pre_activation, gates):
+        """With `reset_after=True` the candidate's recurrent half enters
+        as r_t * (h_{t-1} U_h + b'_h): its gradient is r_t times the
+        candidate pre-activation's. Otherwise as the base cell's."""
+        if not self.reset_after:
+            return d_pre_activation
+        blocks = split_gates(d_pre_activation, self.gate_names)
+        blocks["candidate"] = blocks["candidate"] * gates["reset"]
+        return join_gates(blocks, self.gate_names)
 
     def step(self, projected, states, recurrent_mask=None, offsets=None):
         """One timestep from the input projection and the previous state.

@@ -18,15 +18,31 @@ The module uses `tf.GradientTape` and so is TensorFlow-only.
 """
 
 import inspect
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gated import decomposition
 from keras_gated import inspection
+from keras_gated._validation import check_bool
+from keras_gated._validation import check_positive_int
 from keras_gated.rnn import GatedRNN
 
-QUANTITIES = ("inputs", "hidden", "cell")
+QUANTITIES = (
+    ("inputs", "hidden", "cell")
+    + decomposition.WEIGHTS
+    + ("retention",)
+    + tuple(decomposition.RETENTION_QUANTILES)
+    + ("retention_max",)
+    + (
+        "jacobian_hidden",
+        "jacobian_hidden_spectral",
+        "jacobian_cell",
+        "jacobian_cell_spectral",
+    )
+)
 """Keys of a layer's result in `timestep_gradients`, in this order."""
 
 
@@ -105,10 +121,186 @@ def _norm_over_time(gradient):
     return safe_scale * tf.sqrt(tf.reduce_sum(tf.square(scaled), axis=axes))
 
 
-def gradient_norm_tensors(
+class _LayerProbe:
+    """The probes of one recurrent layer during one measured forward pass.
+
+    Our layers are probed themselves; a built-in LSTM, GRU or SimpleRNN is
+    replaced, for the pass, by its gate twin (`inspection.cached_twin`,
+    holding the layer's current weights), which computes the same
+    function and takes the probes; any other recurrent layer gets the
+    input probe only.
+    """
+
+    def __init__(self, name, layer, tape):
+        self.name, self.layer, self.tape = name, layer, tape
+        self.target = measured_layer(layer)
+        self.probes = None
+        self.calls = []
+        self.arguments = None
+
+    def _make_probes(self, sequences):
+        # A layer may first be called in a scratch graph (Keras builds a
+        # subclassed model symbolically): probes belong to one graph.
+        if self.probes is not None and _graph(self.probes["inputs"]) is _graph(
+            sequences
+        ):
+            return
+        self.probes = {"inputs": tf.zeros_like(sequences)}
+        self.calls = []
+        shape = tf.shape(sequences)[:2]
+        for state in state_quantities(self.target):
+            self.probes[state] = tf.zeros(
+                tf.concat([shape, [self.target.cell.units]], 0),
+                sequences.dtype,
+            )
+        self.tape.watch(list(self.probes.values()))
+
+    def hook(self, call, *args, **kwargs):
+        sequences, initial_state, mask, training = inspection.call_arguments(
+            args, kwargs
+        )
+        self._make_probes(sequences)
+        perturbed = sequences + self.probes["inputs"]
+        args = list(args)
+        if args:
+            args[0] = perturbed
+        else:
+            kwargs["sequences"] = perturbed
+        if self.target is None:
+            return call(*args, **kwargs)
+        if initial_state is None and getattr(self.layer, "stateful", False):
+            initial_state = list(self.layer.states)
+        if mask is not None:
+            mask = tf.cast(keras.tree.flatten(mask)[0], "bool")
+        self.arguments = (sequences, initial_state, mask)
+        self._add_call(sequences)
+        states = {s: self.probes[s] for s in state_quantities(self.target)}
+        with self.target.probe_states(states):
+            with self.target.probe_pre_activations(*self.calls[-1]):
+                if self.target is self.layer:
+                    return call(*args, **kwargs)
+                outputs = self.target(
+                    perturbed,
+                    initial_state=initial_state,
+                    mask=mask,
+                    training=training,
+                )
+        rest = outputs[:-1]
+        return rest[0] if len(rest) == 1 else tuple(rest)
+
+    def _add_call(self, sequences):
+        """A new pre-activation probe for this call, watched, and its
+        record, in `calls`."""
+        cell = self.target.cell
+        width = len(cell.gate_names) * cell.units
+        shape = tf.concat([tf.shape(sequences)[:2], [width]], 0)
+        step_probe = tf.zeros(shape, sequences.dtype)
+        self.tape.watch(step_probe)
+        self.calls.append((step_probe, {}))
+
+    def step_gradients(self, gradients):
+        """`(record, dL/dz time-major in processing order)` per call."""
+        pairs = []
+        for (_, record), gradient in zip(self.calls, gradients, strict=True):
+            gradient = tf.transpose(gradient, (1, 0, 2))
+            if self.target.go_backwards:
+                gradient = tf.reverse(gradient, [0])
+            pairs.append((record, gradient))
+        return pairs
+
+
+def measured_layer(layer):
+    """The keras_gated layer that `timestep_gradients` probes for `layer`:
+    the layer itself if it is ours, the gate twin of a built-in LSTM, GRU
+    or SimpleRNN (`keras_gated.inspection.cached_twin`), else None."""
+    if isinstance(layer, GatedRNN):
+        return layer
+    if inspection.has_gates(layer):
+        return inspection.cached_twin(layer)
+    return None
+
+
+def probe_gradients(
     model, x, y, named_layers, sample_weight=None, training=False
 ):
-    """The per-timestep gradient norms as tensors; traceable.
+    """One measured forward and backward pass; traceable.
+
+    Runs the model with every layer of `named_layers` probed
+    (`_LayerProbe`) and takes the gradient of the loss with respect to the
+    probes and to the probed layers' weights.
+
+    Returns:
+        `(probes, gradients)`: the `_LayerProbe` of each name, and a dict
+        `{name: {"inputs": ..., state: ..., "steps": [dL/dz per call],
+        "weights": [gradients of the probed layer's cell weights]}}`.
+    """
+    with tf.GradientTape() as tape:
+        probes = {
+            name: _LayerProbe(name, layer, tape) for name, layer in named_layers
+        }
+        hooks = {probe.layer: probe.hook for probe in probes.values()}
+        with inspection.intercept_calls(hooks):
+            y_pred = model(x, training=training)
+        loss = _compute_loss(model, x, y, y_pred, sample_weight, training)
+    sources = {
+        name: {
+            **(probe.probes or {}),
+            "steps": [p for p, _ in probe.calls],
+            "weights": _cell_weights(probe.target),
+        }
+        for name, probe in probes.items()
+    }
+    gradients = tape.gradient(
+        loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    for name, probe in probes.items():
+        if probe.target is probe.layer:
+            # The model's loss holds the penalties of our layers' weight
+            # regularizers, which belong to no timestep.
+            penalties = _penalty_gradients(probe.target)
+            gradients[name]["weights"] = [
+                g - p for g, p in zip(gradients[name]["weights"], penalties)
+            ]
+    return probes, gradients
+
+
+def _cell_weights(target):
+    """A probed layer's cell weights as the TensorFlow variables that a
+    tape differentiates (a Keras variable's dtype is a string, which
+    `tape.gradient` cannot make zeros of)."""
+    if target is None:
+        return []
+    return [w.value for w in target.cell.trainable_weights]
+
+
+def _penalty_gradients(layer):
+    """The gradients of the regularization penalties of a layer's cell
+    weights (zeros for a weight without a regularizer)."""
+    weights = _cell_weights(layer)
+    with tf.GradientTape() as tape:
+        terms = [
+            w.regularizer(w)
+            for w in layer.cell.trainable_weights
+            if getattr(w, "regularizer", None) is not None
+        ]
+        penalty = tf.add_n(terms) if terms else tf.constant(0.0)
+    return tape.gradient(
+        penalty, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+
+
+def gradient_norm_tensors(
+    model,
+    x,
+    y,
+    named_layers,
+    sample_weight=None,
+    training=False,
+    jacobians=False,
+    jacobian_samples=4,
+):
+    """The per-timestep quantities of `timestep_gradients` as tensors;
+    traceable.
 
     The computation behind `timestep_gradients`, without its bookkeeping
     (it may update metrics and stateful layers like any forward pass), for
@@ -119,68 +311,67 @@ def gradient_norm_tensors(
         x, y, sample_weight: One batch, as `fit` receives it.
         named_layers: `(name, layer)` pairs from `select_layers`.
         training: Forward pass and loss in training mode (dropout on).
+        jacobians, jacobian_samples: as for `timestep_gradients`.
 
     Returns:
         A dict `{name: {quantity: (timesteps,) tensor}}`.
     """
-    perturbations = {}
-
-    def make_hook(name, layer):
-        states = state_quantities(layer)
-
-        def hook(call, *args, **kwargs):
-            args = list(args)
-            if args:
-                sequences = args[0]
-            else:
-                sequences = kwargs["sequences"]
-            probes = perturbations.get(name)
-            # A layer may first be called in a scratch graph (Keras builds
-            # a subclassed model symbolically): probes belong to one graph.
-            if probes is None or _graph(probes["inputs"]) is not _graph(
-                sequences
-            ):
-                probes = {"inputs": tf.zeros_like(sequences)}
-                batch, timesteps = (
-                    tf.shape(sequences)[0],
-                    tf.shape(sequences)[1],
-                )
-                for state in states:
-                    probes[state] = tf.zeros(
-                        [batch, timesteps, layer.cell.units], sequences.dtype
-                    )
-                tape.watch(list(probes.values()))
-                perturbations[name] = probes
-            sequences = sequences + probes["inputs"]
-            if args:
-                args[0] = sequences
-            else:
-                kwargs["sequences"] = sequences
-            if not states:
-                return call(*args, **kwargs)
-            with layer.probe_states({s: probes[s] for s in states}):
-                return call(*args, **kwargs)
-
-        return hook
-
-    hooks = {layer: make_hook(name, layer) for name, layer in named_layers}
-    with tf.GradientTape() as tape:
-        with inspection.intercept_calls(hooks):
-            y_pred = model(x, training=training)
-        loss = _compute_loss(model, x, y, y_pred, sample_weight, training)
-    gradients = tape.gradient(
-        loss,
-        perturbations,
-        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    probes, gradients = probe_gradients(
+        model, x, y, named_layers, sample_weight, training
     )
-    return {
-        name: {
-            quantity: _norm_over_time(gradients[name][quantity])
-            for quantity in QUANTITIES
-            if quantity in gradients.get(name, {})
+    results = {}
+    for name, probe in probes.items():
+        grads = gradients[name]
+        norms = {
+            q: _norm_over_time(grads[q])
+            for q in ("inputs",) + state_quantities(probe.target)
+            if q in grads
         }
-        for name, _ in named_layers
-    }
+        if probe.calls:
+            calls = probe.step_gradients(grads["steps"])
+            norms.update(decomposition.contribution_norms(probe.target, calls))
+            if "forget" in probe.target.cell.gate_names:
+                norms.update(
+                    decomposition.retention(probe.target, calls[-1][0])
+                )
+            if jacobians:
+                norms.update(_jacobians(probe, jacobian_samples))
+        results[name] = norms
+    return results
+
+
+def _jacobians(probe, samples):
+    sequences, initial_state, mask = probe.arguments
+    take = slice(0, samples)
+    return decomposition.jacobian_norms(
+        jacobian_twin(probe.layer),
+        sequences[take],
+        None if initial_state is None else [s[take] for s in initial_state],
+        None if mask is None else mask[take],
+    )
+
+
+_JACOBIAN_TWINS = weakref.WeakKeyDictionary()
+
+
+def jacobian_twin(layer):
+    """The layer `timestep_gradients` computes Jacobians with: the gate
+    twin's class and config with `return_state=True` and
+    `return_sequences=False`, kept per layer and given its current
+    weights (traceable after the first call)."""
+    twin = _JACOBIAN_TWINS.get(layer)
+    if twin is None:
+        base = inspection.cached_twin(layer)
+        config = base.get_config()
+        config.update(return_state=True, return_sequences=False)
+        twin = type(base).from_config(config)
+        twin.build((None, None, base.cell.kernel.shape[0]))
+        _JACOBIAN_TWINS[layer] = twin
+    for target, source in zip(
+        twin.cell.weights, layer.cell.weights, strict=True
+    ):
+        target.assign(tf.cast(source, target.dtype))
+    return twin
 
 
 class PreservedState:
@@ -224,14 +415,21 @@ def _as_tensors(structure):
     )
 
 
-def probe_function(model, named_layers, gate_statistics=True):
+def probe_function(
+    model,
+    named_layers,
+    gate_statistics=True,
+    jacobians=False,
+    jacobian_samples=4,
+):
     """A compiled probe for repeated measurements on batches of one shape.
 
     Compiles, with `tf.function`, what `timestep_gradients` and
     `keras_gated.gate_outputs` compute, in one call: after the first call
     (which traces), each call costs about a forward and a backward pass
-    in graph mode. Like `timestep_gradients`, it leaves the model's
-    metrics and the states of its stateful layers as they were.
+    in graph mode (plus the Jacobians' pass if asked for). Like
+    `timestep_gradients`, it leaves the model's metrics and the states of
+    its stateful layers as they were.
 
     Args:
         model: A compiled `keras.Model`.
@@ -239,6 +437,7 @@ def probe_function(model, named_layers, gate_statistics=True):
         gate_statistics: Also return the gates of the LSTM, GRU and
             SimpleRNN layers among `named_layers` (SimpleRNN's
             pre-activations).
+        jacobians, jacobian_samples: as for `timestep_gradients`.
 
     Returns:
         A function `(x, y, sample_weight) -> (norms, gates, masks)` of
@@ -250,29 +449,38 @@ def probe_function(model, named_layers, gate_statistics=True):
     gated = {
         name for name, layer in named_layers if inspection.has_gates(layer)
     }
-    gated = gated if gate_statistics else set()
+    shown = gated if gate_statistics else set()
 
     def probe(x, y, sample_weight):
         norms = gradient_norm_tensors(
-            model, x, y, named_layers, sample_weight=sample_weight
+            model,
+            x,
+            y,
+            named_layers,
+            sample_weight=sample_weight,
+            jacobians=jacobians,
+            jacobian_samples=jacobian_samples,
         )
-        if not gated:
+        if not shown:
             return norms, {}, {}
         gates, masks = inspection.gate_outputs(model, x, return_masks=True)
         gates = {
             key: value
             for key, value in gates.items()
-            if key.rsplit("/", 1)[0] in gated
+            if key.rsplit("/", 1)[0] in shown
         }
-        masks = {name: masks[name] for name in gated if name in masks}
+        masks = {name: masks[name] for name in shown if name in masks}
         return norms, gates, masks
 
     # Without AutoGraph, tracing takes a fraction of the time, and nothing
     # is lost: Keras does not convert layers' `call` with it either.
     compiled = tf.function(probe, autograph=False)
     for name, layer in named_layers:
+        # Twins created now spare the function a second trace.
         if name in gated and layer.built:
             inspection.cached_twin(layer)
+            if jacobians:
+                jacobian_twin(layer)
 
     def run(x, y=None, sample_weight=None):
         with PreservedState(model, named_layers):
@@ -286,31 +494,72 @@ def probe_function(model, named_layers, gate_statistics=True):
     return run
 
 
-def timestep_gradients(
-    model, x, y=None, layers=None, sample_weight=None, training=False
-):
-    """Per-timestep gradient norms of the loss for each recurrent layer.
+def _check_measurement(model, layers, jacobians, jacobian_samples):
+    check_compiled(model)
+    named = select_layers(model, layers)
+    check_bool("jacobians", jacobians)
+    check_positive_int("jacobian_samples", jacobian_samples)
+    return named
 
-    For one batch, computes the model's loss as `fit` does
+
+def timestep_gradients(
+    model,
+    x,
+    y=None,
+    layers=None,
+    sample_weight=None,
+    training=False,
+    jacobians=False,
+    jacobian_samples=4,
+):
+    """Per-timestep gradients of the loss for each recurrent layer.
+
+    For one batch, computes the model's loss L as `fit` does
     (`model.compute_loss`: the compiled loss with its sample weighting,
     loss weights and the layers' regularization losses) and, for each
-    recurrent layer, the L2 norm over the batch and feature axes of the
-    gradient of that loss with respect to
+    recurrent layer, one value per timestep t of:
 
-    - `"inputs"`: the layer's input at each timestep, x_t (every recurrent
+    - `"inputs"`: ||dL/dx_t||, the L2 norm over the batch and features of
+      the gradient with respect to the layer's input x_t (every recurrent
       layer: Keras' `SimpleRNN`, `LSTM`, `GRU`, `RNN`, either half of a
       `Bidirectional`, ours);
-    - `"hidden"`: for our layers (`keras_gated.LSTM`, `GRU`, `SimpleRNN`),
-      the hidden state h_t;
-    - `"cell"`: for `keras_gated.LSTM`, the cell state c_t.
+    - `"hidden"`, `"cell"`: ||dL/dh_t||, ||dL/dc_t|| for the states
+      (`"cell"` for LSTMs), total derivatives through the recurrence and
+      the layers after this one;
+    - `"kernel"`, `"recurrent_kernel"`, `"bias"`: the Frobenius norm of
+      the gradient with respect to the copy of that weight used at step t,
+      the batch summed as the gradient sums it: the gradient of a
+      recurrent weight is the sum of these contributions over t (exactly:
+      `check_weight_contributions`; the matrices: `weight_contributions`).
+      Zero at masked steps. `"bias"` only with `use_bias`;
+    - `"retention"` (LSTMs): the mean over the batch and units of
+      prod_{j>t} f_j, the forget gates' product after step t: dc_T/dc_t
+      along the cell state alone, the path with no weight product (1 at
+      the last step processed; a masked step counts as f = 1); and
+      `"retention_q50"`, `"retention_q90"`, `"retention_max"`: the median,
+      90th percentile and maximum over the units of its mean over the
+      batch, where a few long-memory units show;
+    - with `jacobians=True`, `"jacobian_hidden"`: the mean over the first
+      `jacobian_samples` sequences of ||dh_T/dh_t||_F, h_t the hidden state
+      after step t and h_T the final one, c_t held fixed; for LSTMs
+      `"jacobian_cell"`, the same for dc_T/dc_t with h_t held fixed; and
+      `"jacobian_hidden_spectral"` (`"jacobian_cell_spectral"`), the mean
+      spectral norm. They cost one more forward and backward pass over
+      `units` copies of each sample (`2 * units` for an LSTM).
 
-    The state gradients are total derivatives, through the recurrence and
-    through the layers after this one. Timestep t is the input's time axis
-    as the user gave it, also for `go_backwards` layers and the backward
-    half of a `Bidirectional`. The norms decaying towards t = 0 is the
-    vanishing gradient. A layer called more than once accumulates the
-    gradients of its calls. The model's metrics and the states of stateful
-    layers are left as they were; the weights are not touched.
+    The states, contributions, retention and Jacobians are computed for
+    our layers (`keras_gated.LSTM`, `GRU`, `SimpleRNN`) and for Keras'
+    `LSTM`, `GRU` and `SimpleRNN`, which are measured exactly through
+    their gate twin (`keras_gated.gate_twin`: the same function, with
+    the layer's weights); a `keras.layers.RNN` with another cell gets
+    `"inputs"` only. Timestep t is the input's time axis as the user gave
+    it, also for `go_backwards` layers and the backward half of a
+    `Bidirectional` (whose "last step processed" is t = 0). The norms
+    decaying towards t = 0 is the vanishing gradient. A layer called more
+    than once accumulates the gradients of its calls (the retention and
+    Jacobians are those of its last call). The model's metrics and the
+    states of stateful layers are left as they were; the weights are not
+    touched.
 
     Args:
         model: A compiled `keras.Model` (or one that overrides
@@ -322,13 +571,16 @@ def timestep_gradients(
         sample_weight: Optional per-sample weights, as `fit` takes them.
         training: Run the forward pass (and the loss) in training mode, so
             dropout is active. Default: `False`, the deterministic model.
+        jacobians: Also compute the Jacobian norms. Default: `False`.
+        jacobian_samples: Positive integer, how many sequences of the
+            batch (the first ones) the Jacobians are averaged over.
+            Default: 4.
 
     Returns:
         A dict `{layer name: {quantity: np.ndarray of shape (timesteps,)}}`
-        with `"inputs"` for every layer, `"hidden"` for our LSTM, GRU and
-        SimpleRNN, `"cell"` for our LSTM (the names of the layer's
-        `state_names`). A non-finite gradient gives a non-finite
-        norm at that timestep.
+        with the quantities above that exist for the layer (names in
+        `QUANTITIES`). A non-finite gradient gives a non-finite norm at
+        that timestep.
 
     Example:
 
@@ -341,16 +593,114 @@ def timestep_gradients(
     >>> x = np.random.normal(size=(16, 20, 1)).astype("float32")
     >>> y = np.zeros((16, 1), "float32")
     >>> norms = keras_gated.timestep_gradients(model, x, y)
-    >>> sorted(norms["lstm"]), norms["lstm"]["cell"].shape
-    (['cell', 'hidden', 'inputs'], (20,))
+    >>> norms["lstm"]["recurrent_kernel"].shape, norms["lstm"]["retention"][-1]
+    ((20,), 1.0)
     """
-    check_compiled(model)
-    named = select_layers(model, layers)
+    named = _check_measurement(model, layers, jacobians, jacobian_samples)
     with PreservedState(model, named):
         norms = gradient_norm_tensors(
-            model, x, y, named, sample_weight=sample_weight, training=training
+            model,
+            x,
+            y,
+            named,
+            sample_weight=sample_weight,
+            training=training,
+            jacobians=jacobians,
+            jacobian_samples=jacobian_samples,
         )
     return {
         name: {q: np.asarray(value) for q, value in layer_norms.items()}
         for name, layer_norms in norms.items()
     }
+
+
+def _contributions(model, x, y, layers, sample_weight, training):
+    check_compiled(model)
+    named = select_layers(model, layers)
+    with PreservedState(model, named):
+        probes, gradients = probe_gradients(
+            model, x, y, named, sample_weight, training
+        )
+    results = {}
+    for name, probe in probes.items():
+        if probe.calls:
+            calls = probe.step_gradients(gradients[name]["steps"])
+            matrices = decomposition.contribution_matrices(probe.target, calls)
+            results[name] = (matrices, gradients[name]["weights"])
+    return results
+
+
+def weight_contributions(
+    model, x, y=None, layers=None, sample_weight=None, training=False
+):
+    """Each timestep's contribution to each recurrent weight's gradient.
+
+    The matrices whose Frobenius norms `timestep_gradients` reports as
+    `"kernel"`, `"recurrent_kernel"` and `"bias"`: entry t is the
+    gradient of the loss with respect to the copy of the weight used at
+    step t, so that their sum over t is the weight's gradient (what `fit`
+    applies, less the gradient of the weight's own regularization
+    penalty, which belongs to no timestep). For LSTM, GRU and SimpleRNN
+    layers, ours and Keras' (through their gate twin).
+
+    Args:
+        model, x, y, layers, sample_weight, training: as for
+            `timestep_gradients`.
+
+    Returns:
+        `{layer name: {"kernel": (timesteps, features, n * units),
+        "recurrent_kernel": (timesteps, units, n * units), "bias":
+        (timesteps,) + bias.shape}}` NumPy arrays, in the input's time
+        order; n is the number of gate blocks (4, 3 or 1).
+
+    Example:
+
+    >>> parts = keras_gated.weight_contributions(model, x, y)
+    >>> parts["lstm"]["recurrent_kernel"].shape
+    (20, 8, 32)
+    """
+    return {
+        name: {k: np.asarray(v) for k, v in matrices.items()}
+        for name, (matrices, _) in _contributions(
+            model, x, y, layers, sample_weight, training
+        ).items()
+    }
+
+
+def check_weight_contributions(
+    model, x, y=None, layers=None, sample_weight=None, training=False
+):
+    """How exactly the per-step contributions sum to the weight gradients.
+
+    In one forward and backward pass, computes each weight's per-step
+    contributions (`weight_contributions`) and its gradient by automatic
+    differentiation, and compares their sum with the gradient: the
+    identity grad(W) = sum_t dL/dW_t that the decomposition rests on,
+    checked on the user's own model and data. (For a Keras built-in layer
+    both sides are its gate twin's.)
+
+    Args:
+        model, x, y, layers, sample_weight, training: as for
+            `timestep_gradients`.
+
+    Returns:
+        `{layer name: {weight name: relative error}}`, the relative error
+        `max |sum_t C_t - grad| / max |grad|` (float32 rounding: ~1e-6).
+
+    Example:
+
+    >>> keras_gated.check_weight_contributions(model, x, y)["lstm"]
+    {'kernel': 2.1e-07, 'recurrent_kernel': 1.6e-07, 'bias': 1.1e-07}
+    """
+    errors = {}
+    for name, (matrices, grads) in _contributions(
+        model, x, y, layers, sample_weight, training
+    ).items():
+        errors[name] = {}
+        for (weight, matrix), grad in zip(matrices.items(), grads):
+            total = np.asarray(tf.reduce_sum(matrix, axis=0), "float64")
+            grad = np.asarray(grad, "float64")
+            scale = np.max(np.abs(grad))
+            error = np.max(np.abs(total - grad))
+            errors[name][weight] = float(error / scale) if scale else error
+    return errors

@@ -306,31 +306,61 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
         """
         wanted = self._wanted()
         probes = self._probe_tensors()
+        step_probe = self._step_probe_tensor()
+        if step_probe is not None:
+            recorded = ("hidden",) + tuple(self.cell.gate_names)
+            wanted += tuple(n for n in recorded if n not in wanted)
+        cell = self.cell
+        projected = None
+        if input_mask is not None or step_probe is not None:
+            # Dropped-out inputs (one mask per gate with implementation=1),
+            # or inputs whose projection is probed, are projected ahead.
+            projected = cell.project_inputs(inputs, input_mask, add_bias=False)
+            if step_probe is not None:
+                projected = projected + step_probe
         description = None
         if not self.unroll and recurrent_mask is None:
             from keras_gated import _tf
 
-            description = _tf.describe(self.cell)
+            description = _tf.describe(cell)
         if description is None:
-            projected = self.cell.project_inputs(inputs, input_mask)
-            return self._portable_loop(
+            if projected is None:
+                projected = cell.project_inputs(inputs)
+            elif cell.input_bias() is not None:
+                projected = projected + cell.input_bias()
+            states, sequences = self._portable_loop(
                 projected, initial_state, mask, probes, recurrent_mask, wanted
             )
-        cell = self.cell
-        weights = {
-            "recurrent_kernel": cell.recurrent_kernel,
-            "input_bias": cell.input_bias(),
-            "recurrent_bias": cell.recurrent_bias(),
-        }
-        if input_mask is None:
-            weights["input_kernel"] = cell.kernel
         else:
-            # Dropped-out inputs (one mask per gate with implementation=1)
-            # are projected ahead; the loop adds the bias.
-            inputs = cell.project_inputs(inputs, input_mask, add_bias=False)
-        return _tf.run(
-            description, inputs, initial_state, weights, mask, probes, wanted
-        )
+            weights = {
+                "recurrent_kernel": cell.recurrent_kernel,
+                "input_bias": cell.input_bias(),
+                "recurrent_bias": cell.recurrent_bias(),
+            }
+            if projected is None:
+                weights["input_kernel"] = cell.kernel
+            states, sequences = _tf.run(
+                description,
+                inputs if projected is None else projected,
+                initial_state,
+                weights,
+                mask,
+                probes,
+                wanted,
+            )
+        if step_probe is not None:
+            self._record_step(
+                inputs=inputs,
+                mask=mask,
+                input_mask=input_mask,
+                recurrent_mask=recurrent_mask,
+                initial_state=initial_state[0],
+                sequences={
+                    name: ops.transpose(sequences[name], (1, 0, 2))
+                    for name in recorded
+                },
+            )
+        return states, sequences
 
     def _portable_loop(
         self, projected, initial_state, mask, probes, dropout, wanted

@@ -107,7 +107,7 @@ def test_lstm_input_and_hidden_gradients_match_an_unrolled_reference():
     )
     assert list(result) == ["lstm"] or len(result) == 1
     (layer_result,) = result.values()
-    assert sorted(layer_result) == ["cell", "hidden", "inputs"]
+    assert {"cell", "hidden", "inputs"} <= set(layer_result)
     for name in ("inputs", "hidden"):
         assert layer_result[name].shape == (6,)
         np.testing.assert_allclose(
@@ -140,7 +140,8 @@ def test_gru_hidden_gradient_matches_an_unrolled_reference():
     (layer_result,) = keras_gated.timestep_gradients(model, x, y).values()
 
     expected = reference_state_gradients(model, x, y, unrolled_gru, ("hidden",))
-    assert sorted(layer_result) == ["hidden", "inputs"]
+    assert {"hidden", "inputs"} <= set(layer_result)
+    assert "cell" not in layer_result
     for name in ("inputs", "hidden"):
         np.testing.assert_allclose(
             layer_result[name], expected[name], rtol=1e-4
@@ -160,7 +161,8 @@ def test_simple_rnn_hidden_gradient_matches_an_unrolled_reference():
     expected = reference_state_gradients(
         model, x, y, unrolled_simple_rnn, ("hidden",)
     )
-    assert sorted(layer_result) == ["hidden", "inputs"]
+    assert {"hidden", "inputs"} <= set(layer_result)
+    assert "cell" not in layer_result
     for name in ("inputs", "hidden"):
         np.testing.assert_allclose(
             layer_result[name], expected[name], rtol=1e-4
@@ -242,7 +244,7 @@ def test_input_gradients_of_builtin_layers_after_other_layers(layer_class):
         prediction = model.get_layer("head")(model.get_layer("rnn")(seen))
         loss = tf.reduce_mean(tf.square(prediction - y))
     expected = norms(tape.gradient(loss, seen))
-    assert list(result) == ["rnn"] and list(result["rnn"]) == ["inputs"]
+    assert list(result) == ["rnn"] and "hidden" in result["rnn"]
     np.testing.assert_allclose(result["rnn"]["inputs"], expected, rtol=1e-4)
 
 
