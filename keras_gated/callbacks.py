@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_gated import inspection
+from keras_gated._validation import check_bool
 from keras_gated._validation import check_float_between
 from keras_gated._validation import check_optional_positive_int
 from keras_gated._validation import check_positive_int
@@ -24,7 +25,45 @@ _ACTIVATION_RANGES = {
     "hard_sigmoid": (0.0, 1.0),
     "tanh": (-1.0, 1.0),
 }
-_QUANTITY_SYMBOLS = {"inputs": "x_t", "hidden": "h_t", "cell": "c_t"}
+_QUANTITY_LABELS = {
+    "inputs": "||dL/dx_t||",
+    "hidden": "||dL/dh_t||",
+    "cell": "||dL/dc_t||",
+    "kernel": "||dL/dW_t|| (kernel)",
+    "recurrent_kernel": "||dL/dU_t|| (recurrent_kernel)",
+    "bias": "||dL/db_t|| (bias)",
+    "retention": "prod f_j, mean",
+    "retention_q50": "prod f_j, median unit",
+    "retention_q90": "prod f_j, 90th pct unit",
+    "retention_max": "prod f_j, max unit",
+    "jacobian_hidden": "||dh_T/dh_t||_F",
+    "jacobian_hidden_spectral": "||dh_T/dh_t||_2",
+    "jacobian_cell": "||dc_T/dc_t||_F",
+    "jacobian_cell_spectral": "||dc_T/dc_t||_2",
+}
+# The images of each layer: (tag prefix, quantities, title, heatmap too).
+_IMAGE_GROUPS = (
+    ("gradient", ("inputs", "hidden", "cell"), "gradient norm", True),
+    (
+        "contribution",
+        ("kernel", "recurrent_kernel", "bias"),
+        "contribution to the weight gradients",
+        True,
+    ),
+    (
+        "memory",
+        (
+            "retention",
+            "retention_q50",
+            "retention_q90",
+            "retention_max",
+            "jacobian_hidden",
+            "jacobian_cell",
+        ),
+        "memory: cell path and Jacobians",
+        False,
+    ),
+)
 # The layer attribute holding the activation of a gate sequence, and whether
 # the sequence holds that activation's input (a pre-activation) rather than
 # its output. Gates not listed are the sigmoid gates: `recurrent_activation`.
@@ -178,28 +217,38 @@ class TimestepGradientLogger(keras.callbacks.Callback):
 
     At a fixed frequency, the callback takes a fixed probe batch and
     computes, for every recurrent layer of the model (Keras' `SimpleRNN`,
-    `LSTM`, `GRU`, `RNN`, both halves of a `Bidirectional`, ours), how
-    strongly the training loss depends on each timestep
-    (`keras_gated.timestep_gradients`: ||dL/dx_t||, and for our layers
-    ||dL/dh_t||, ||dL/dc_t||, over the input's time axis), and for every
-    LSTM, GRU and SimpleRNN, ours or built-in, the mean gate activations
-    (`keras_gated.gate_outputs`; a SimpleRNN has no gates and shows its
-    pre-activation z_t, `"pre_activation"`, in their place). It writes to
-    an event file in `log_dir`:
+    `LSTM`, `GRU`, `RNN`, both halves of a `Bidirectional`, ours), the
+    per-timestep quantities of `keras_gated.timestep_gradients`, over the
+    input's time axis: how strongly the training loss depends on each
+    timestep (||dL/dx_t||, ||dL/dh_t||, ||dL/dc_t||), each timestep's
+    contribution to the gradients of `kernel`, `recurrent_kernel` and
+    `bias`, the LSTM's retention prod_{j>t} f_j and, with
+    `jacobians=True`, the Jacobian norms ||dh_T/dh_t||, ||dc_T/dc_t||
+    (all but ||dL/dx_t|| for LSTM, GRU and SimpleRNN layers only, ours or
+    built-in); and for every LSTM, GRU and SimpleRNN the mean gate
+    activations (`keras_gated.gate_outputs`; a SimpleRNN has no gates and
+    shows its pre-activation z_t, `"pre_activation"`, in their place). It
+    writes to an event file in `log_dir`:
 
     - Tensors (for scripts), one per logged step, shape `(timesteps,)`:
-      `timestep_gradients/<layer>/inputs`, `.../hidden`, `.../cell`; and
+      `timestep_gradients/<layer>/<quantity>` for every quantity that
+      `timestep_gradients` returns for the layer (`inputs`, `hidden`,
+      `cell`, `kernel`, `recurrent_kernel`, `bias`, `retention`,
+      `retention_q50`, `retention_q90`, `retention_max`, `jacobian_hidden`,
+      ...; see `keras_gated.gradients.QUANTITIES`); and
       `gate_mean/<layer>/<gate>`, the mean activation per timestep (over
       the unmasked entries). Read them with TensorBoard's
       `EventAccumulator(log_dir, size_guidance={"tensors": 0})` (0 keeps
       every step) and `tf.make_ndarray(event.tensor_proto)`; TensorBoard's
       dashboards do not show raw tensors.
-    - Scalars tab: `gradient_norm/<layer>/<quantity>/first` and `/last`,
-      the norm at the first and the last timestep;
-      `gradient_decay/<layer>/<quantity>`, `log10(last / first)`, how many
-      orders of magnitude the gradient loses on its way back through the
-      sequence (see `gradient_decay`: `inf` once the first timestep's
-      gradient has vanished to zero); `gate_saturation/<layer>/<gate>`, the
+    - Scalars tab, for every quantity:
+      `gradient_norm/<layer>/<quantity>/first` and `/last`, the value at
+      the first and the last timestep; `gradient_decay/<layer>/<quantity>`,
+      `log10(last / first)`, how many orders of magnitude it loses on its
+      way back through the sequence (see `gradient_decay`: `inf` once the
+      first timestep's value has vanished to zero; for `retention`, the
+      orders of magnitude the cell path forgets over the whole sequence);
+      `gate_saturation/<layer>/<gate>`, the
       fraction of gate activations within `saturation` of either end of the
       gate's range (with the default 0.05: below 0.05 or above 0.95 for a
       sigmoid gate, below -0.9 or above 0.9 for a tanh candidate); for a
@@ -208,11 +257,17 @@ class TimestepGradientLogger(keras.callbacks.Callback):
       i.e. |z_t| > 1.47, where tanh'(z_t) < 0.19 (logged only for sigmoid,
       hard_sigmoid and tanh activations, whose range is known; see
       `gate_mean_and_saturation`); `nonfinite`, the number of NaN or
-      infinite norms in the step.
-    - Images tab: `gradient_heatmap/<layer>`, a panel per quantity with the
-      norm (log colour scale, legend in orders of magnitude) over
-      timesteps (x) and logged steps (y); `gradient_profile/<layer>`, the
-      norms of the latest step against the timestep, log y axis;
+      infinite values in the step.
+    - Images tab, per layer: `gradient_heatmap/<layer>`, a panel per
+      gradient (||dL/dx_t||, ||dL/dh_t||, ||dL/dc_t||) over timesteps (x)
+      and logged steps (y), log colour scale, legend in orders of
+      magnitude; `contribution_heatmap/<layer>`, the same for the
+      contributions to the weight gradients; `gradient_profile/<layer>`
+      and `contribution_profile/<layer>`, the latest step's values against
+      the timestep, log y axis; `memory_profile/<layer>` (LSTMs, and any
+      layer with `jacobians=True`), the retention (mean, median, 90th
+      percentile and maximum unit) beside the Jacobian norms, where the
+      cell path alone and the full recurrence part ways;
       `gate_heatmap/<layer>`, a panel per gate with its mean activation
       over timesteps and logged steps (on the gate's range; a
       pre-activation's panel spans its data's range).
@@ -283,6 +338,12 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             trains. Default: 10.
         saturation: Float in (0, 0.5), the fraction of a gate's range at
             either end that counts as saturated. Default: 0.05.
+        jacobians: Also log the Jacobian norms (`timestep_gradients`'
+            `jacobians`): one more forward and backward pass over `units`
+            copies (`2 * units` for an LSTM) of `jacobian_samples`
+            sequences at every log. Default: `False`.
+        jacobian_samples: Positive integer, how many probe sequences the
+            Jacobian norms average over. Default: 4.
 
     Example:
 
@@ -309,6 +370,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         images=True,
         saturation=0.05,
         image_freq=10,
+        jacobians=False,
+        jacobian_samples=4,
     ):
         super().__init__()
         if probe is None:
@@ -337,6 +400,10 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             )
         self.image_freq = check_positive_int("image_freq", image_freq)
         self.saturation = check_float_between("saturation", saturation, 0, 0.5)
+        self.jacobians = check_bool("jacobians", jacobians)
+        self.jacobian_samples = check_positive_int(
+            "jacobian_samples", jacobian_samples
+        )
         self._writer = None
         self._batch = None
         self._named_layers = None
@@ -378,7 +445,11 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         key = (id(self.model), [id(layer) for _, layer in self._named_layers])
         if self._probe_key != key:
             self._probe_fn = gradients.probe_function(
-                self.model, self._named_layers, self.gate_statistics
+                self.model,
+                self._named_layers,
+                self.gate_statistics,
+                jacobians=self.jacobians,
+                jacobian_samples=self.jacobian_samples,
             )
             self._probe_key = key
         self._step_offset = None
@@ -618,34 +689,54 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             )
         )
 
+    def _figure(self, tag, make):
+        if tag not in self._figures:
+            self._figures[tag] = make()
+        return self._figures[tag]
+
+    def _group_images(self, name, group, panels, latest, steps, step):
+        """The heatmap and the profile of one group of quantities of a
+        layer (`_IMAGE_GROUPS`)."""
+        from keras_gated import summaries
+
+        prefix, quantities, title, with_heatmap = group
+        labels = {q: _QUANTITY_LABELS[q] for q in quantities if q in panels}
+        if not labels:
+            return {}
+        images = {}
+        if with_heatmap:
+            tag = f"{prefix}_heatmap/{name}"
+            images[tag] = self._figure(
+                tag,
+                lambda: summaries.Heatmap(
+                    labels.values(),
+                    title=f"{name}: {title} per timestep",
+                    colorbar_label="norm",
+                    log_scale=True,
+                ),
+            ).render({labels[q]: np.stack(panels[q]) for q in labels}, steps)
+        tag = f"{prefix}_profile/{name}"
+        profile = self._figure(
+            tag, lambda: summaries.LinePlot(labels.values(), ylabel="value")
+        )
+        images[tag] = profile.render(
+            {labels[q]: latest[q] for q in labels},
+            title=f"{name}: {title} per timestep at step {step}",
+        )
+        return images
+
     def _render_and_write(self, step, steps, norms, gradient_panels, gates):
         # Runs in the worker thread, the only one that touches the figures.
         from keras_gated import summaries
 
         images = {}
         for name, panels in gradient_panels.items():
-            labels = {q: f"||dL/d{_QUANTITY_SYMBOLS[q]}||" for q in panels}
-            tag = f"gradient_heatmap/{name}"
-            if tag not in self._figures:
-                self._figures[tag] = summaries.Heatmap(
-                    labels.values(),
-                    title=f"{name}: gradient norm per timestep",
-                    colorbar_label="norm",
-                    log_scale=True,
+            for group in _IMAGE_GROUPS:
+                images.update(
+                    self._group_images(
+                        name, group, panels, norms[name], steps, step
+                    )
                 )
-            images[tag] = self._figures[tag].render(
-                {labels[q]: np.stack(rows) for q, rows in panels.items()},
-                steps,
-            )
-            tag = f"gradient_profile/{name}"
-            if tag not in self._figures:
-                self._figures[tag] = summaries.LinePlot(
-                    labels.values(), ylabel="norm"
-                )
-            images[tag] = self._figures[tag].render(
-                {labels[q]: values for q, values in norms[name].items()},
-                title=f"{name}: gradient norm per timestep at step {step}",
-            )
         for name, panels in gates.items():
             tag = f"gate_heatmap/{name}"
             if tag not in self._figures:

@@ -87,7 +87,21 @@ def input_gradient_norms(model, x, y):
     return np.sqrt(np.sum(np.square(tape.gradient(loss, x)), axis=(0, 2)))
 
 
+CONTRIBUTIONS = ("kernel", "recurrent_kernel", "bias")
+RETENTION = ("retention", "retention_q50", "retention_q90", "retention_max")
+LSTM_QUANTITIES = ("inputs", "hidden", "cell") + CONTRIBUTIONS + RETENTION
+GRU_QUANTITIES = ("inputs", "hidden") + CONTRIBUTIONS
+
+
 def gradient_tags(name, quantities):
+    images = {f"gradient_heatmap/{name}", f"gradient_profile/{name}"}
+    if "kernel" in quantities:
+        images |= {
+            f"contribution_heatmap/{name}",
+            f"contribution_profile/{name}",
+        }
+    if any(q.startswith(("retention", "jacobian")) for q in quantities):
+        images.add(f"memory_profile/{name}")
     return {
         "tensors": {f"timestep_gradients/{name}/{q}" for q in quantities},
         "scalars": {
@@ -99,7 +113,7 @@ def gradient_tags(name, quantities):
                 f"gradient_decay/{name}/{q}",
             )
         },
-        "images": {f"gradient_heatmap/{name}", f"gradient_profile/{name}"},
+        "images": images,
     }
 
 
@@ -130,7 +144,7 @@ def test_logs_exact_tags_and_tape_values_at_every_epoch(tmp_path):
 
     events = read_events(tmp_path)
     expected = merge(
-        gradient_tags("lstm", ("inputs", "hidden", "cell")),
+        gradient_tags("lstm", LSTM_QUANTITIES),
         gate_tags("lstm", keras_gated.LSTM_GATES),
     )
     assert tags_by_plugin(events) == {
@@ -146,11 +160,12 @@ def test_logs_exact_tags_and_tape_values_at_every_epoch(tmp_path):
         inputs[8], input_gradient_norms(model, *probe), rtol=1e-4
     )
     final = keras_gated.timestep_gradients(model, *probe)["lstm"]
-    np.testing.assert_allclose(
-        series(events, "timestep_gradients/lstm/hidden")[8],
-        final["hidden"],
-        rtol=1e-5,
-    )
+    for quantity in ("hidden", "recurrent_kernel", "retention_q90"):
+        np.testing.assert_allclose(
+            series(events, f"timestep_gradients/lstm/{quantity}")[8],
+            final[quantity],
+            rtol=1e-5,
+        )
     model.set_weights(initial_weights)
     np.testing.assert_allclose(
         inputs[0], input_gradient_norms(model, *probe), rtol=1e-4
@@ -188,9 +203,9 @@ def test_gate_statistics_of_builtin_layers_with_masking(tmp_path):
 
     events = read_events(tmp_path)
     expected = merge(
-        gradient_tags("bidi/forward", ("inputs",)),
-        gradient_tags("bidi/backward", ("inputs",)),
-        gradient_tags("simple_rnn", ("inputs",)),
+        gradient_tags("bidi/forward", GRU_QUANTITIES),
+        gradient_tags("bidi/backward", GRU_QUANTITIES),
+        gradient_tags("simple_rnn", GRU_QUANTITIES),
         gate_tags("bidi/forward", keras_gated.GRU_GATES),
         gate_tags("bidi/backward", keras_gated.GRU_GATES),
         gate_tags("simple_rnn", keras_gated.SIMPLE_RNN_GATES),
@@ -271,12 +286,10 @@ def test_simple_rnn_pre_activation_statistics_ours_and_builtin(tmp_path):
 
     events = read_events(tmp_path)
     assert tags_by_plugin(events)["keras_gated"] == {
-        "timestep_gradients/ours/inputs",
-        "timestep_gradients/ours/hidden",
-        "timestep_gradients/builtin/inputs",
-        "gate_mean/ours/pre_activation",
-        "gate_mean/builtin/pre_activation",
-    }
+        f"timestep_gradients/{name}/{quantity}"
+        for name in ("ours", "builtin")
+        for quantity in GRU_QUANTITIES
+    } | {"gate_mean/ours/pre_activation", "gate_mean/builtin/pre_activation"}
     z_ours, h = numpy_simple_rnn(
         x, *model.get_layer("ours").get_weights(), mask
     )
@@ -436,12 +449,49 @@ def test_batch_frequency_and_switches(tmp_path):
     model.fit(x, y, batch_size=8, epochs=2, callbacks=[logger], verbose=0)
 
     events = read_events(tmp_path)
-    expected = gradient_tags("lstm", ("inputs", "hidden", "cell"))
+    expected = gradient_tags("lstm", LSTM_QUANTITIES)
     assert tags_by_plugin(events) == {
         "keras_gated": expected["tensors"],
         "scalars": expected["scalars"] | {"nonfinite"},
     }
     assert sorted(series(events, "timestep_gradients/lstm/cell")) == [0, 3, 6]
+
+
+def test_jacobians_are_logged_when_asked(tmp_path):
+    model = lstm_model()
+    x, y = data()
+    probe = (x[:4], y[:4])
+    logger = keras_gated.TimestepGradientLogger(
+        tmp_path,
+        probe,
+        gate_statistics=False,
+        jacobians=True,
+        jacobian_samples=2,
+    )
+
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
+
+    events = read_events(tmp_path)
+    jacobians = (
+        "jacobian_hidden",
+        "jacobian_hidden_spectral",
+        "jacobian_cell",
+        "jacobian_cell_spectral",
+    )
+    expected = gradient_tags("lstm", LSTM_QUANTITIES + jacobians)
+    assert tags_by_plugin(events) == {
+        "keras_gated": expected["tensors"],
+        "scalars": expected["scalars"] | {"nonfinite"},
+        "images": expected["images"],
+    }
+    final = keras_gated.timestep_gradients(
+        model, *probe, jacobians=True, jacobian_samples=2
+    )["lstm"]
+    for quantity in jacobians:
+        logged = series(events, f"timestep_gradients/lstm/{quantity}")
+        np.testing.assert_allclose(logged[4], final[quantity], rtol=1e-4)
+    with pytest.raises(ValueError, match="jacobian_samples"):
+        keras_gated.TimestepGradientLogger(tmp_path, probe, jacobian_samples=0)
 
 
 def test_resuming_continues_the_step_axis(tmp_path):
@@ -791,6 +841,9 @@ def test_a_real_tensorboard_server_serves_the_tags(tmp_path):
         assert set(image_tags) == {
             "gradient_heatmap/lstm",
             "gradient_profile/lstm",
+            "contribution_heatmap/lstm",
+            "contribution_profile/lstm",
+            "memory_profile/lstm",
             "gate_heatmap/lstm",
         }
         query = urllib.parse.urlencode(
