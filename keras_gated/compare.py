@@ -234,16 +234,45 @@ def _initial_model(model_name, task, data, settings, initial_weights):
     return model
 
 
-def _train_and_measure(model, model_name, task, data, settings, callbacks_for):
-    """Trains one model; its result dict, saving a gated model."""
+def _measure(model, probe):
+    """What a comparison records of a model's gradient on the probe batch:
+    ||dL/dx_t||, each step's contribution to the recurrent kernel's
+    gradient, the sum check of those contributions and, for an LSTM, the
+    retention beside the cell Jacobian (`timestep_gradients`)."""
+    from keras_gated.gradients import check_weight_contributions
     from keras_gated.gradients import timestep_gradients
 
-    x_probe, y_probe = data.probe
-    norms_start = timestep_gradients(model, x_probe, y_probe)["rnn"]["inputs"]
+    lstm = isinstance(model.get_layer("rnn"), (keras.layers.LSTM, LSTM))
+    norms = timestep_gradients(model, *probe, jacobians=lstm)["rnn"]
+    errors = check_weight_contributions(model, *probe)["rnn"]
+    measured = {
+        "inputs": norms["inputs"].tolist(),
+        "recurrent_kernel": norms["recurrent_kernel"].tolist(),
+        "sum_check": max(errors.values()),
+    }
+    if lstm:
+        for key in _MEMORY_CURVES:
+            measured[key] = norms[key].tolist()
+    return measured
+
+
+# The LSTM's memory curves a comparison keeps and plots.
+_MEMORY_CURVES = (
+    "retention",
+    "retention_max",
+    "jacobian_cell",
+    "jacobian_cell_spectral",
+)
+
+
+def _train_and_measure(model, model_name, task, data, settings, callbacks_for):
+    """Trains one model; its result dict, saving a gated model."""
+    x_probe, _ = data.probe
+    start = _measure(model, data.probe)
     evaluator, log_dir, seconds = _fit(
         model, model_name, task, data, settings, callbacks_for
     )
-    norms_end = timestep_gradients(model, x_probe, y_probe)["rnn"]["inputs"]
+    end = _measure(model, data.probe)
     final = evaluator.curve[-1][1]
     result = {
         "model": model_name,
@@ -255,11 +284,14 @@ def _train_and_measure(model, model_name, task, data, settings, callbacks_for):
         "beats_baseline": task.beats(final),
         "steps_to_beat": evaluator.first_beaten,
         "seconds_per_epoch": seconds / settings.epochs,
-        "decay_start": gradient_decay(norms_start),
-        "decay_end": gradient_decay(norms_end),
+        "decay_start": gradient_decay(start["inputs"]),
+        "decay_end": gradient_decay(end["inputs"]),
+        "sum_check": max(start.pop("sum_check"), end.pop("sum_check")),
         "curve": evaluator.curve,
-        "grad_norms_start": norms_start.tolist(),
-        "grad_norms_end": norms_end.tolist(),
+        "grad_norms_start": start.pop("inputs"),
+        "grad_norms_end": end.pop("inputs"),
+        "start": start,
+        "end": end,
         "log_dir": log_dir,
     }
     if model_name in _TWIN:
@@ -326,13 +358,20 @@ def _gate_example(model, x_probe):
 
 
 def format_table(results):
-    """The comparison table as text."""
+    """The comparison table as text.
+
+    With a `sum check` column when the results hold one (results written
+    before the decomposition do not): the largest relative error of the
+    per-step contributions' sum against the weight gradients, at
+    initialisation and after training.
+    """
     width = max([11] + [len(r["model"]) for r in results])
+    checked = all("sum_check" in r for r in results)
     header = (
         f"{'model':{width}} {'metric':>8} {'final':>8} {'baseline':>8} "
         f"{'beats':>5} {'steps to beat':>13} {'s/epoch':>8} "
         f"{'decay@init':>10} {'decay@end':>9}"
-    )
+    ) + (f" {'sum check':>9}" if checked else "")
     lines = [header, "-" * len(header)]
     for r in results:
         steps = "-" if r["steps_to_beat"] is None else str(r["steps_to_beat"])
@@ -341,6 +380,7 @@ def format_table(results):
             f"{r['baseline']:8.3g} {'yes' if r['beats_baseline'] else 'no':>5} "
             f"{steps:>13} {r['seconds_per_epoch']:8.2f} "
             f"{r['decay_start']:10.2f} {r['decay_end']:9.2f}"
+            + (f" {r['sum_check']:9.1e}" if checked else "")
         )
     return "\n".join(lines)
 
@@ -356,6 +396,10 @@ def plot_results(results, out_dir):
         _plot_learning_curves(results, out_dir),
         _plot_gradient_norms(results, out_dir),
     ]
+    if all("start" in r for r in results):
+        paths.append(_plot_contributions(results, out_dir))
+        if any("retention" in r["start"] for r in results):
+            paths.append(_plot_memory(results, out_dir))
     for result in results:
         if result.get("gate_example"):
             paths.append(_plot_gate_example(result, out_dir))
@@ -398,6 +442,67 @@ def _plot_gradient_norms(results, out_dir):
     axes[1].legend()
     figure.suptitle(f"{task}, T={length}: how much the loss depends on x_t")
     return _save_figure(figure, out_dir, "gradient_norms.png")
+
+
+def _plot_contributions(results, out_dir):
+    """Each position's contribution to the recurrent kernel's gradient."""
+    import matplotlib.pyplot as plt
+
+    task, length = results[0]["task"], results[0]["length"]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for axis, key, title in [
+        (axes[0], "start", "at initialisation"),
+        (axes[1], "end", "after training"),
+    ]:
+        for r in results:
+            norms = np.asarray(r[key]["recurrent_kernel"])
+            axis.semilogy(np.arange(len(norms)), norms, label=r["model"])
+        axis.set_xlabel("timestep t")
+        axis.set_title(f"||dL/dU_t|| {title}")
+    axes[0].set_ylabel("contribution norm (log scale)")
+    axes[1].legend()
+    figure.suptitle(
+        f"{task}, T={length}: each step's share of the recurrent kernel's "
+        "gradient (they sum to it)"
+    )
+    return _save_figure(figure, out_dir, "contributions.png")
+
+
+def _plot_memory(results, out_dir):
+    """The LSTMs' retention prod f_j beside the full cell Jacobian."""
+    import matplotlib.pyplot as plt
+
+    task, length = results[0]["task"], results[0]["length"]
+    lstms = [r for r in results if "retention" in r["start"]]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    styles = {
+        "retention": ("mean unit: prod f_j", "-"),
+        "retention_max": ("max unit: prod f_j", "--"),
+        "jacobian_cell_spectral": ("||dc_T/dc_t||_2", ":"),
+    }
+    for axis, key, title in [
+        (axes[0], "start", "at initialisation"),
+        (axes[1], "end", "after training"),
+    ]:
+        for index, r in enumerate(lstms):
+            for curve, (label, style) in styles.items():
+                values = np.asarray(r[key][curve])
+                axis.semilogy(
+                    np.arange(len(values)),
+                    values,
+                    style,
+                    color=f"C{index}",
+                    label=f"{r['model']}: {label}",
+                )
+        axis.set_xlabel("timestep t")
+        axis.set_title(f"cell memory {title}")
+    axes[0].set_ylabel("gain from c_t to c_T (log scale)")
+    axes[1].legend(fontsize=7)
+    figure.suptitle(
+        f"{task}, T={length}: the cell path alone (prod f_j) and the full "
+        "recurrence (dc_T/dc_t)"
+    )
+    return _save_figure(figure, out_dir, "memory.png")
 
 
 def _plot_gate_example(result, out_dir):
