@@ -157,3 +157,30 @@ def get_regularizer(name, value):
 
 def get_constraint(name, value):
     return _resolve(name, value, keras.constraints.get, "None or a Constraint")
+
+
+def check_int_between(name, value, low, high):
+    """An integer in the closed range `[low, high]`, as an `int`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not low <= value <= high
+    ):
+        raise ValueError(
+            f"{name} must be an integer in [{low}, {high}]. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_model(name, value):
+    """A `keras.Model` (built or not)."""
+    if not isinstance(value, keras.Model):
+        hint = ""
+        if isinstance(value, keras.layers.Layer):
+            hint = " (a layer; wrap it in a keras.Model or keras.Sequential)"
+        raise ValueError(
+            f"{name} must be a keras.Model. Received: {name}={value!r} of "
+            f"type {type(value).__name__}{hint}"
+        )
+    return value

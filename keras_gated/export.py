@@ -16,6 +16,10 @@ process where keras_gated is not installed, has the `serving_default`
 signature TF Serving looks for, runs under `saved_model_cli` and wraps into
 a Keras model with `keras.layers.TFSMLayer`.
 
+The SavedModel also converts to LiteRT (TFLite, builtin ops only) and to
+ONNX (tf2onnx), both signatures, outputs and gates equal to the model's; see
+`export_saved_model`'s "Deployment" notes for what each converter needs.
+
 The export is atomic: the model is written to a staging directory next to
 `path` and renamed into place, so an interrupted export leaves `path` as it
 was. TensorFlow is imported on first use only.
@@ -28,6 +32,8 @@ import tempfile
 import keras
 
 from keras_gated._validation import check_bool
+from keras_gated._validation import check_model
+from keras_gated._validation import check_optional_positive_int
 
 SERVE_ENDPOINT = "serve"
 """Endpoint serving the model's outputs; also signature `serving_default`."""
@@ -39,7 +45,13 @@ _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def export_saved_model(
-    model, path, gates=True, overwrite=False, *, input_signature=None
+    model,
+    path,
+    gates=True,
+    overwrite=False,
+    *,
+    input_signature=None,
+    batch_size=None,
 ):
     """Exports a Keras model as a SavedModel serving its outputs and gates.
 
@@ -68,7 +80,20 @@ def export_saved_model(
     time axis (axis 1) of every input of rank 3 or more, are `None`
     whatever the shapes the model was built with. Pass `input_signature`
     to choose other shapes: a dynamic length for 2D token-id inputs, or a
-    fixed one for a model that needs it (`unroll=True`, `Flatten`).
+    fixed one for a model that needs it (`unroll=True`, `Flatten`), or
+    `batch_size` to fix the batch axis only.
+
+    Deployment beyond TensorFlow: both signatures convert to ONNX with
+    tf2onnx (`python -m tf2onnx.convert --saved-model path --signature_def
+    gates --output gates.onnx`) and run in onnxruntime with dynamic batch
+    and length. They convert to LiteRT (TFLite) with builtin ops only
+    (`tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=[...])`
+    with `target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]`)
+    when the batch size is fixed: export with `batch_size=1` (or the batch
+    the app runs). With a dynamic batch, the converter cannot lower the
+    loops' per-step buffers (TensorList ops with a non-static element
+    shape) of the `gates` signature, nor of a masked model's
+    `serving_default`. The sequence length may stay dynamic in both.
 
     The model is written to a staging directory next to `path` and renamed
     into place once complete; if the export fails, `path` is left as it
@@ -91,15 +116,23 @@ def export_saved_model(
             path that exists and is neither a SavedModel nor an empty
             directory is never replaced. Default: `False`.
         input_signature: Optional structure of `tf.TensorSpec` matching
-            the model's inputs (a single spec for a single input). Default:
-            the model's input shapes with dynamic batch and time axes.
+            the model's inputs (a single spec for a single input): one spec
+            per input, of the input's rank, with the model's sizes (or
+            `None`) on every axis but the batch axis. Default: the model's
+            input shapes with dynamic batch and time axes.
+        batch_size: Optional positive integer: the batch size of every
+            input of the default signature, which is otherwise dynamic.
+            LiteRT conversion with builtin ops needs it. Not with
+            `input_signature` (fix the batch there). Default: `None`.
 
     Returns:
         The absolute path of the written SavedModel, as a `str`.
 
     Raises:
-        ValueError: for an invalid argument, a model that is not built, or
-            an existing `path` that is not a SavedModel directory.
+        ValueError: for an invalid argument, a model that is not built, an
+            `input_signature` that does not match the model's inputs, an
+            existing `path` that is not a SavedModel directory, or a `path`
+            below a file.
         FileExistsError: if `path` exists and `overwrite=False`.
 
     Example:
@@ -121,9 +154,18 @@ def export_saved_model(
     target = _check_path(path)
     gates = check_bool("gates", gates)
     overwrite = check_bool("overwrite", overwrite)
-    _check_target(target, overwrite)
+    batch_size = check_optional_positive_int("batch_size", batch_size)
     if input_signature is None:
-        input_signature = _default_input_signature(model)
+        input_signature = _default_input_signature(model, batch_size)
+    elif batch_size is not None:
+        raise ValueError(
+            "batch_size cannot be combined with input_signature: fix the "
+            "batch axis in the signature's specs instead. Received: "
+            f"batch_size={batch_size}, input_signature={input_signature!r}"
+        )
+    else:
+        _check_input_signature(model, input_signature)
+    _check_target(target, overwrite)
     from keras_gated import _tf
 
     # Plain TensorFlow graphs: TF Serving, TFLite and TensorFlow builds
@@ -187,11 +229,7 @@ def load_saved_model(path):
 
 
 def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "model must be a keras.Model. "
-            f"Received: model={model!r} of type {type(model).__name__}"
-        )
+    check_model("model", model)
     if not model.built:
         raise ValueError(
             f"model must be built before export: call it on data or build it "
@@ -200,10 +238,15 @@ def _check_model(model):
 
 
 def _check_path(path):
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    if (
+        not isinstance(path, (str, os.PathLike))
+        or not isinstance(os.fspath(path), str)
+        or not os.fspath(path)
+        or "\0" in os.fspath(path)
+    ):
         raise ValueError(
-            f"path must be a non-empty str or os.PathLike. Received: "
-            f"path={path!r}"
+            f"path must be a non-empty str or os.PathLike, without NUL "
+            f"characters. Received: path={path!r}"
         )
     return os.path.abspath(os.fspath(path))
 
@@ -214,8 +257,26 @@ def _is_saved_model_dir(path):
     )
 
 
+def _check_parent(target):
+    """The nearest existing folder above `target` is a writable folder."""
+    ancestor = os.path.dirname(target)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(
+            f"path must lie in a directory. Received: path='{target}', below "
+            f"'{ancestor}', which is a file."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"path must lie in a directory that can be written. Received: "
+            f"path='{target}', below '{ancestor}', which cannot be written."
+        )
+
+
 def _check_target(target, overwrite):
     if not os.path.lexists(target):
+        _check_parent(target)
         return
     if not os.path.isdir(target) or os.path.islink(target):
         raise ValueError(
@@ -255,16 +316,68 @@ def _model_inputs(model):
     return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
-def _default_input_signature(model):
+def _default_input_signature(model, batch_size=None):
     import tensorflow as tf
 
     def spec(tensor):
         shape = list(tensor.shape)
         dynamic = 2 if len(shape) >= 3 else 1
         shape[:dynamic] = [None] * min(dynamic, len(shape))
+        if shape:
+            shape[0] = batch_size
         return tf.TensorSpec(shape, tensor.dtype, name=tensor.name)
 
     return keras.tree.map_structure(spec, _model_inputs(model))
+
+
+def _check_input_signature(model, input_signature):
+    """One `tf.TensorSpec` per model input, of its rank and sizes.
+
+    The batch axis may take any size; the others must be the model's where
+    both know them (Keras refuses another length than a model was built
+    with). A model without known inputs (subclassed) is checked for the
+    specs only.
+    """
+    import tensorflow as tf
+
+    specs = keras.tree.flatten(input_signature)
+    if not specs or not all(isinstance(s, tf.TensorSpec) for s in specs):
+        raise ValueError(
+            "input_signature must be a tf.TensorSpec, or a list or dict of "
+            "them, one per model input. Received: "
+            f"input_signature={input_signature!r}"
+        )
+    try:
+        inputs = keras.tree.flatten(_model_inputs(model))
+    except ValueError:
+        return
+    expected = [tuple(tensor.shape) for tensor in inputs]
+    if len(specs) != len(inputs):
+        raise ValueError(
+            f"input_signature must hold one tf.TensorSpec per model input: "
+            f"{len(inputs)} for model '{model.name}' (shapes {expected}). "
+            f"Received: {len(specs)} specs, "
+            f"input_signature={input_signature!r}"
+        )
+    for spec, shape in zip(specs, expected, strict=True):
+        if spec.shape.rank is None or not _feature_axes_match(
+            spec.shape.as_list(), shape
+        ):
+            raise ValueError(
+                f"input_signature must match the model's input shapes "
+                f"{expected}: the same rank, any batch size, the model's "
+                f"sizes (or None) on the other axes. Received: "
+                f"input_signature={input_signature!r}"
+            )
+
+
+def _feature_axes_match(spec_shape, model_shape):
+    if len(spec_shape) != len(model_shape):
+        return False
+    return all(
+        wanted is None or given is None or wanted == given
+        for given, wanted in zip(spec_shape[1:], model_shape[1:], strict=True)
+    )
 
 
 def _output_dict(outputs):
