@@ -33,8 +33,11 @@ import contextlib
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_gated._validation import check_bool
+from keras_gated._validation import check_model
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 from keras_gated.layers import SimpleRNN
@@ -82,11 +85,7 @@ def recurrent_layers(model):
     >>> [name for name, _ in keras_gated.recurrent_layers(model)]
     ['bidi/forward', 'bidi/backward', 'gru']
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "model must be a keras.Model. "
-            f"Received: model={model!r} of type {type(model).__name__}"
-        )
+    check_model("model", model)
     found = []
     seen = set()
 
@@ -189,9 +188,15 @@ def gate_twin(layer):
     """
     twin_class = _twin_class(layer)
     if twin_class is None:
+        hint = ""
+        if isinstance(layer, keras.layers.Bidirectional):
+            hint = (
+                "; pass layer.forward_layer or layer.backward_layer for a "
+                "half of a Bidirectional"
+            )
         raise ValueError(
             f"layer must be a {_twin_choices()}: a layer with a gate twin. "
-            f"Received: layer={layer!r} of type {type(layer).__name__}"
+            f"Received: layer={layer!r} of type {type(layer).__name__}{hint}"
         )
     if not layer.built:
         raise ValueError(
@@ -283,6 +288,104 @@ def call_arguments(args, kwargs):
     )
 
 
+def _known_inputs(model):
+    """The shapes of a model's inputs, flattened as its input structure
+    (dict inputs by key, as `keras.tree.flatten` orders a user's dict), or
+    None where it has none yet (subclassed, or not built)."""
+    try:
+        inputs = keras.tree.flatten(model.input)
+    except (AttributeError, ValueError):
+        inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return None
+    return [tuple(tensor.shape) for tensor in inputs]
+
+
+def _shape_and_dtype(value):
+    """`(shape, dtype name)` of an array or tensor, eager or symbolic."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        value = np.asarray(value)
+    try:
+        dtype = keras.backend.standardize_dtype(value.dtype)
+    except (TypeError, ValueError):
+        dtype = str(value.dtype)
+    return tuple(value.shape), dtype
+
+
+def _is_numeric(dtype):
+    return dtype == "bool" or dtype.startswith(("float", "int", "uint"))
+
+
+def _check_inputs(name, model, inputs):
+    """Inputs `model(inputs)` can run: as many arrays as the model has
+    inputs, numeric, none empty, each of its input's rank and of its sizes
+    after the time axis. Returns the flat list of their shapes."""
+    if inputs is None:
+        raise ValueError(
+            f"{name} must be the model's inputs: an array or tensor (a list "
+            f"or dict of them for several inputs). Received: {name}=None"
+        )
+    given = [_shape_and_dtype(value) for value in keras.tree.flatten(inputs)]
+    expected = _known_inputs(model)
+    if expected is not None and len(given) != len(expected):
+        raise ValueError(
+            f"{name} must hold one array per input of model '{model.name}': "
+            f"{len(expected)} (shapes {expected}). Received: {len(given)} "
+            f"arrays of shapes {[shape for shape, _ in given]}"
+        )
+    for index, (shape, dtype) in enumerate(given):
+        if not _is_numeric(dtype):
+            raise ValueError(
+                f"{name} must hold numbers or booleans. Received: an array "
+                f"of dtype {dtype} and shape {shape} in {name}"
+            )
+        if 0 in shape:
+            raise ValueError(
+                f"{name} must not be empty: at least one sequence of at "
+                f"least one timestep. Received: an array of shape {shape} "
+                f"in {name}"
+            )
+        if expected is not None and not _shape_matches(shape, expected[index]):
+            raise ValueError(
+                f"{name} must match the input shapes of model "
+                f"'{model.name}', {expected}: the same rank, any batch size "
+                f"and length, the model's sizes on the other axes. "
+                f"Received: an array of shape {shape} in {name}"
+            )
+    return [shape for shape, _ in given]
+
+
+def _shape_matches(shape, model_shape):
+    if len(shape) != len(model_shape):
+        return False
+    return all(
+        given is None or wanted is None or given == wanted
+        for given, wanted in zip(shape[2:], model_shape[2:], strict=True)
+    )
+
+
+def _check_mask(mask, shapes):
+    """A mask of the single input's `(batch, timesteps)`, or None."""
+    if mask is None:
+        return
+    for value in keras.tree.flatten(mask):
+        shape, dtype = _shape_and_dtype(value)
+        if not _is_numeric(dtype) or len(shape) != 2:
+            raise ValueError(
+                "mask must be None or a boolean (batch, timesteps) array. "
+                f"Received: an array of dtype {dtype} and shape {shape} in "
+                "mask"
+            )
+        if len(shapes) == 1 and not all(
+            given is None or wanted is None or given == wanted
+            for given, wanted in zip(shape, shapes[0][:2], strict=False)
+        ):
+            raise ValueError(
+                f"mask must have the inputs' (batch, timesteps) = "
+                f"{shapes[0][:2]}. Received: mask of shape {shape}"
+            )
+
+
 def _call_model(model, inputs, mask):
     if mask is None:
         return model(inputs, training=False)
@@ -321,6 +424,14 @@ def gate_outputs(model, inputs, mask=None, return_masks=False):
         `return_masks=True`, a pair `(gates, masks)` where `masks` maps
         each layer name to its boolean `(batch, timesteps)` mask or `None`.
 
+    Raises:
+        ValueError: if `model` is not a `keras.Model`, `inputs` is `None`,
+            holds another number of arrays than the model has inputs, an
+            empty or non-numeric array, or one of another rank or other
+            feature sizes than the model's input; if `mask` is not a
+            `(batch, timesteps)` array of the inputs' sizes, or
+            `return_masks` not a bool.
+
     Example:
 
     >>> model = keras.Sequential([
@@ -332,6 +443,13 @@ def gate_outputs(model, inputs, mask=None, return_masks=False):
     >>> gates["lstm/forget"].shape, gates["gru/update"].shape
     (TensorShape([5, 10, 4]), TensorShape([5, 10, 2]))
     """
+    return _gate_outputs(model, inputs, mask, return_masks, "inputs")
+
+
+def _gate_outputs(model, inputs, mask, return_masks, inputs_name):
+    check_model("model", model)
+    return_masks = check_bool("return_masks", return_masks)
+    _check_mask(mask, _check_inputs(inputs_name, model, inputs))
     named = [
         (name, layer)
         for name, layer in recurrent_layers(model)
@@ -393,6 +511,9 @@ def inspect_gates(model, x, mask=None):
         `(batch, timesteps, units)` in the input's time order (see
         `gate_outputs`; zeros at masked steps).
 
+    Raises:
+        ValueError: for bad arguments, as `gate_outputs` (naming `x`).
+
     Example:
 
     >>> model = keras.Sequential([
@@ -405,7 +526,7 @@ def inspect_gates(model, x, mask=None):
     >>> gates["bidi/backward"]["forget"].shape
     (5, 10, 4)
     """
-    flat = gate_outputs(model, x, mask=mask)
+    flat = _gate_outputs(model, x, mask, False, "x")
     nested = {}
     for key, value in flat.items():
         name, gate = key.rsplit("/", 1)
