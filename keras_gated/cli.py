@@ -5,10 +5,12 @@
 """
 
 import argparse
+import math
 import os
 import sys
 
 from keras_gated import compare
+from keras_gated._validation import check_int_between
 from keras_gated.tasks import TASK_NAMES
 
 
@@ -124,12 +126,43 @@ def _logger_factory(log_every):
     return make
 
 
+def _check_arguments(args, models):
+    """What `compare.Settings.validate` leaves to the command line: the
+    logger frequency, the seed's range, a finite learning rate, enough
+    samples for both splits, each model once."""
+    if args.log_every < 0:
+        raise ValueError(
+            "log_every must be 0 (once per epoch) or a positive number of "
+            f"batches. Received: log_every={args.log_every}"
+        )
+    check_int_between("seed", args.seed, 0, 2**32 - 1)
+    if not math.isfinite(args.learning_rate):
+        raise ValueError(
+            "learning_rate must be a finite positive number. "
+            f"Received: learning_rate={args.learning_rate!r}"
+        )
+    # 85% train, 15% validation: two sequences leave one for each.
+    if args.task != "digits" and args.samples < 2:
+        raise ValueError(
+            "samples must be an integer >= 2, one sequence for training "
+            f"and one for validation. Received: samples={args.samples}"
+        )
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise ValueError(
+            f"models must name each model once (a repeat would overwrite "
+            f"its logs and saved model). Received: models={args.models!r}, "
+            f"repeating {', '.join(repeated)}"
+        )
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     settings = compare.Settings(
         task=args.task,
         length=args.length,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        models=models,
         epochs=args.epochs,
         units=args.units,
         batch_size=args.batch_size,
@@ -140,6 +173,7 @@ def main(argv=None):
         verbose=0 if args.quiet else 1,
     )
     try:
+        _check_arguments(args, models)
         settings.validate()
     except ValueError as error:
         print(f"keras-gated compare: error: {error}", file=sys.stderr)
