@@ -223,6 +223,19 @@ def test_compare_other_tasks(tmp_path, task, length):
         (["--length", "0"], "length"),
         (["--length", "-3"], "length"),
         (["--epochs", "0"], "epochs"),
+        (["--units", "0"], "units"),
+        (["--batch-size", "-1"], "batch_size"),
+        (["--samples", "0"], "samples"),
+        (["--samples", "1"], "samples"),
+        (["--models", ""], "models"),
+        (["--models", "lstm,gru,lstm"], "models"),
+        (["--learning-rate", "0"], "learning_rate"),
+        (["--learning-rate", "nan"], "learning_rate"),
+        (["--learning-rate", "inf"], "learning_rate"),
+        (["--log-every", "-1"], "log_every"),
+        (["--seed", "-1"], "seed"),
+        (["--seed", str(2**32)], "seed"),
+        (["--task", "adding", "--length", "1"], "length"),
     ],
 )
 def test_bad_input_one_line_error_before_training(
@@ -233,16 +246,74 @@ def test_bad_input_one_line_error_before_training(
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and f"{argument}=" in error[0]
+    assert error[0].startswith("keras-gated compare: error: ")
+    assert "Received:" in error[0]
     assert not (out / "logs").exists()
 
 
-def test_unwritable_output_directory(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        ([], "the following arguments are required: command"),
+        (["train"], "invalid choice: 'train'"),
+        (["compare", "--length", "ten"], "argument --length: invalid int"),
+        (["compare", "--epochs", "1.5"], "argument --epochs: invalid int"),
+        (["compare", "--units", ""], "argument --units: invalid int"),
+        (
+            ["compare", "--learning-rate", "fast"],
+            "argument --learning-rate: invalid float",
+        ),
+        (["compare", "--seed"], "argument --seed: expected one argument"),
+        (["compare", "--unknown", "1"], "unrecognized arguments: --unknown"),
+    ],
+)
+def test_malformed_command_lines_exit_2_with_usage(capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: keras-gated")
+    assert message in error
+    assert "Traceback" not in error
+
+
+def test_bad_input_from_the_console_exits_2_without_traceback(tmp_path):
+    """The installed command as a user runs it: one line, exit code 2."""
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    for arguments, received in (
+        (["--seed", "-5"], "Received: seed=-5"),
+        (["--out", str(blocker)], f"Received: out='{blocker}'"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_gated.cli", "compare", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        (line,) = [
+            line
+            for line in result.stderr.splitlines()
+            if line.startswith("keras-gated compare: error: ")
+        ]
+        assert received in line
+        assert result.stdout == ""
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_unwritable_output_directory(tmp_path, capsys, below):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    code = main(["compare", "--out", str(blocker / "runs")])
+    out = blocker / "runs" if below else blocker
+    code = main(["compare", "--out", str(out)])
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "out=" in error[0]
+    assert blocker.read_text() == "not a directory"
 
 
 def test_table_shows_a_fully_vanished_gradient_as_inf():

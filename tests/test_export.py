@@ -667,26 +667,135 @@ def test_load_corrupted_saved_model_names_it(exported, tmp_path, damage):
         keras_gated.load_saved_model(copy)
 
 
-@pytest.mark.parametrize(
-    "arguments, message",
-    [
-        ({"model": "model"}, "model must be a keras.Model"),
-        ({"model": lambda: keras.Sequential([keras_gated.LSTM(2)])}, "built"),
-        ({"path": ""}, "path must be a non-empty str"),
-        ({"path": 3}, "path must be a non-empty str"),
-        ({"gates": "yes"}, "gates must be True or False"),
-        ({"overwrite": 1}, "overwrite must be True or False"),
-    ],
-)
-def test_invalid_arguments(tmp_path, arguments, message):
-    call = {"model": small_model(), "path": tmp_path / "model"}
+def _spec(shape):
+    return tf.TensorSpec(shape, tf.float32, name="sequence")
+
+
+BAD_ARGUMENTS = [
+    ({"model": "model"}, "model must be a keras.Model"),
+    ({"model": lambda: keras_gated.GRU(2)}, "model must be a keras.Model"),
+    ({"model": lambda: keras.Sequential([keras_gated.LSTM(2)])}, "built"),
+    ({"path": ""}, "path must be a non-empty str"),
+    ({"path": 3}, "path must be a non-empty str"),
+    ({"path": b"model"}, "path must be a non-empty str"),
+    ({"path": "mod\0el"}, "without NUL"),
+    ({"gates": "yes"}, "gates must be True or False"),
+    ({"gates": None}, "gates must be True or False"),
+    ({"overwrite": 1}, "overwrite must be True or False"),
+    ({"batch_size": 0}, "batch_size must be None or a positive integer"),
+    ({"batch_size": 1.5}, "batch_size must be None or a positive integer"),
+    ({"batch_size": True}, "batch_size must be None or a positive integer"),
+    (
+        {"batch_size": 2, "input_signature": lambda: _spec((2, None, 2))},
+        "batch_size cannot be combined with input_signature",
+    ),
+    ({"input_signature": (None, None, 2)}, "must be a tf.TensorSpec"),
+    ({"input_signature": []}, "must be a tf.TensorSpec"),
+    ({"input_signature": "sequence"}, "must be a tf.TensorSpec"),
+    (
+        {"input_signature": lambda: [_spec((None, None, 2))] * 2},
+        r"one tf.TensorSpec per model input: 1 .* Received: 2 specs",
+    ),
+    (
+        {"input_signature": lambda: _spec((None, None, 3))},
+        r"must match the model's input shapes \[\(None, None, 2\)\]",
+    ),
+    (
+        {"input_signature": lambda: _spec((None, 2))},
+        "must match the model's input shapes",
+    ),
+    (
+        {"input_signature": lambda: tf.TensorSpec(None, tf.float32)},
+        "must match the model's input shapes",
+    ),
+]
+
+
+def _bad_call(arguments, path):
+    call = {"model": small_model(), "path": path}
     call.update(
         (name, value() if callable(value) else value)
         for name, value in arguments.items()
     )
+    return call
+
+
+@pytest.mark.parametrize("arguments, message", BAD_ARGUMENTS)
+def test_invalid_arguments(tmp_path, arguments, message):
+    call = _bad_call(arguments, tmp_path / "model")
+    with pytest.raises(ValueError, match=message) as error:
+        keras_gated.export_saved_model(**call)
+    # The message names the argument and the value received.
+    assert "Received:" in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.fixture(scope="module")
+def small_saved_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small") / "model"
+    keras_gated.export_saved_model(small_model(), path)
+    return path
+
+
+@pytest.mark.parametrize("arguments, message", BAD_ARGUMENTS)
+def test_invalid_arguments_keep_an_existing_saved_model(
+    tmp_path, small_saved_model, arguments, message
+):
+    path = tmp_path / "model"
+    shutil.copytree(small_saved_model, path)
+    before = snapshot(path)
+    call = _bad_call(arguments, path)
+    if "path" not in arguments:
+        call["overwrite"] = call.get("overwrite", True)
     with pytest.raises(ValueError, match=message):
         keras_gated.export_saved_model(**call)
-    assert not (tmp_path / "model").exists()
+    assert snapshot(path) == before
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_path_below_a_file_is_refused_early(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(ValueError, match=r"path must lie in a directory"):
+        keras_gated.export_saved_model(
+            small_model(), a_file / "deeper" / "model"
+        )
+    assert a_file.read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_batch_size_fixes_the_batch_axis_only(tmp_path):
+    model = small_model()
+    path = keras_gated.export_saved_model(model, tmp_path / "m", batch_size=2)
+    loaded = keras_gated.load_saved_model(path)
+    for name in ("serving_default", "gates"):
+        _, inputs = loaded.signatures[name].structured_input_signature
+        assert inputs["sequence"].shape.as_list() == [2, None, 2]
+    for timesteps in (1, 9):
+        x = padded_batch(2, timesteps, features=2)
+        assert_serves(path, model, x)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[2,2\]"):
+        loaded.signatures["serving_default"](
+            sequence=tf.constant(padded_batch(3, 4, features=2))
+        )
+
+
+def test_input_signature_fixes_or_frees_batch_and_length(tmp_path):
+    model = small_model()
+    path = keras_gated.export_saved_model(
+        model, tmp_path / "fixed", input_signature=_spec((1, 9, 2))
+    )
+    assert_serves(path, model, padded_batch(1, 9, features=2))
+    inputs = keras.Input((6, 2), name="sequence")
+    built_for_six = keras.Model(inputs, keras_gated.LSTM(3)(inputs))
+    with pytest.raises(ValueError, match=r"\(None, 6, 2\).*shape=\(1, 9, 2\)"):
+        keras_gated.export_saved_model(
+            built_for_six, tmp_path / "nine", input_signature=_spec((1, 9, 2))
+        )
+    path = keras_gated.export_saved_model(
+        built_for_six, tmp_path / "free", input_signature=_spec((2, None, 2))
+    )
+    assert_serves(path, built_for_six, padded_batch(2, 6, features=2))
 
 
 def test_subclassed_model_needs_an_input_signature(tmp_path):

@@ -448,3 +448,106 @@ def test_inspect_gates_of_an_unbuilt_subclassed_model():
     np.testing.assert_allclose(
         gates["lstm"]["input"], expected["input"], atol=1e-5
     )
+
+
+def small_gated_model():
+    return keras.Sequential(
+        [
+            keras.Input((5, 2)),
+            keras.layers.LSTM(3, return_sequences=True, name="lstm"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+GOOD_X = np.zeros((4, 5, 2), "float32")
+
+BAD_INPUTS = [
+    (None, r"x must be the model's inputs.*Received: x=None"),
+    ("abc", r"x must hold numbers or booleans"),
+    (np.array([["a"]]), r"x must hold numbers or booleans"),
+    ([GOOD_X, GOOD_X], r"one array per input .* 1 .*Received: 2 arrays"),
+    (np.zeros((4, 2)), r"match the input shapes .*shape \(4, 2\) in x"),
+    (np.zeros((4, 5, 3)), r"match the input shapes .*shape \(4, 5, 3\) in x"),
+    (np.zeros((0, 5, 2)), r"x must not be empty.*shape \(0, 5, 2\)"),
+    (np.zeros((4, 0, 2)), r"x must not be empty.*shape \(4, 0, 2\)"),
+]
+
+
+@pytest.mark.parametrize("x, message", BAD_INPUTS)
+def test_inspect_gates_rejects_bad_inputs_naming_x(x, message):
+    with pytest.raises(ValueError, match=message):
+        keras_gated.inspect_gates(small_gated_model(), x)
+
+
+@pytest.mark.parametrize("x, message", BAD_INPUTS)
+def test_gate_outputs_rejects_bad_inputs_naming_inputs(x, message):
+    message = message.replace("x must", "inputs must").replace(
+        "in x", "in inputs"
+    )
+    message = message.replace("Received: x=", "Received: inputs=")
+    with pytest.raises(ValueError, match=message):
+        keras_gated.gate_outputs(small_gated_model(), x)
+
+
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        ("x", r"mask must be None or a boolean \(batch, timesteps\)"),
+        (np.ones((4, 5, 1), bool), r"mask must be None or a boolean"),
+        (np.ones((4, 3), bool), r"\(batch, timesteps\) = \(4, 5\).*\(4, 3\)"),
+        (np.ones((2, 5), bool), r"\(batch, timesteps\) = \(4, 5\).*\(2, 5\)"),
+    ],
+)
+def test_bad_masks_are_refused_before_the_model_runs(mask, message):
+    with pytest.raises(ValueError, match=message):
+        keras_gated.inspect_gates(small_gated_model(), GOOD_X, mask=mask)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_return_masks_must_be_a_bool(value):
+    with pytest.raises(
+        ValueError, match=rf"return_masks must be True or False.*{value!r}"
+    ):
+        keras_gated.gate_outputs(
+            small_gated_model(), GOOD_X, return_masks=value
+        )
+
+
+@pytest.mark.parametrize(
+    "function", [keras_gated.inspect_gates, keras_gated.gate_outputs]
+)
+def test_gate_functions_reject_a_non_model(function):
+    layer = keras.layers.LSTM(2)
+    with pytest.raises(
+        ValueError, match=r"model must be a keras.Model.*of type LSTM \(a layer"
+    ):
+        function(layer, GOOD_X)
+    with pytest.raises(ValueError, match=r"model=None of type NoneType"):
+        function(None, GOOD_X)
+
+
+def test_accepted_inputs_still_give_keras_outputs():
+    """What the checks let through: another length, integer arrays, an
+    unbuilt subclassed model; gates as the model computes them."""
+    model = small_gated_model()
+    rng = np.random.default_rng(3)
+    for x in (rng.random((2, 8, 2)), rng.integers(0, 3, (2, 5, 2))):
+        gates = keras_gated.inspect_gates(model, x)
+        lstm = model.get_layer("lstm")
+        expected = numpy_lstm_gates(
+            np.asarray(x, "float32"), *lstm.get_weights()
+        )
+        for name, value in expected.items():
+            np.testing.assert_allclose(
+                gates["lstm"][name], value, atol=1e-5, err_msg=name
+            )
+
+
+def test_gate_twin_of_a_bidirectional_points_at_its_halves():
+    bidi = keras.layers.Bidirectional(keras.layers.LSTM(2))
+    bidi.build((None, 4, 3))
+    with pytest.raises(ValueError, match=r"pass layer.forward_layer"):
+        keras_gated.gate_twin(bidi)
+    twin = keras_gated.gate_twin(bidi.forward_layer)
+    assert isinstance(twin, keras_gated.LSTM)
