@@ -466,6 +466,7 @@ BAD_INPUTS = [
     (None, r"x must be the model's inputs.*Received: x=None"),
     ("abc", r"x must hold numbers or booleans"),
     (np.array([["a"]]), r"x must hold numbers or booleans"),
+    ([{1, 2}], r"x must hold numbers or booleans.*dtype object"),
     ([GOOD_X, GOOD_X], r"one array per input .* 1 .*Received: 2 arrays"),
     (np.zeros((4, 2)), r"match the input shapes .*shape \(4, 2\) in x"),
     (np.zeros((4, 5, 3)), r"match the input shapes .*shape \(4, 5, 3\) in x"),
@@ -542,6 +543,15 @@ def test_accepted_inputs_still_give_keras_outputs():
             np.testing.assert_allclose(
                 gates["lstm"][name], value, atol=1e-5, err_msg=name
             )
+
+
+@pytest.mark.parametrize("layer", [None, "lstm", keras.layers.Dense(2)])
+def test_gate_twin_names_what_it_received(layer):
+    with pytest.raises(
+        ValueError,
+        match=rf"Received: layer={layer!r} of type {type(layer).__name__}$",
+    ):
+        keras_gated.gate_twin(layer)
 
 
 def test_gate_twin_of_a_bidirectional_points_at_its_halves():
