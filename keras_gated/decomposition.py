@@ -85,7 +85,11 @@ def _product_norms(operands, gradients):
     index = [[u is o for u in unique].index(True) for o in operands]
     width = operands[0].shape[-1] * sum(g.shape[-1] for g in gradients)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, width))
+    static = operands[0].shape[0]
+    if static is not None and static <= chunk:
+        return scaled_norm(_products(operands, gradients), [1, 2])
     timesteps = tf.shape(operands[0])[0]
+    chunk = tf.minimum(chunk, timesteps)
     count = (timesteps + chunk - 1) // chunk
     padding = count * chunk - timesteps
 
@@ -102,7 +106,7 @@ def _product_norms(operands, gradients):
     result = tf.map_fn(
         norms,
         tuple(chunked(t) for t in unique + list(gradients)),
-        fn_output_signature=tf.TensorSpec([chunk], gradients[0].dtype),
+        fn_output_signature=tf.TensorSpec([None], gradients[0].dtype),
     )
     return tf.reshape(result, [-1])[:timesteps]
 

@@ -412,3 +412,17 @@ def test_bad_arguments_are_named(kwargs, message):
     x, y = batch()
     with pytest.raises(ValueError, match=message):
         keras_gated.timestep_gradients(model, x, y, **kwargs)
+
+
+def test_long_sequences_are_measured_a_chunk_of_steps_at_a_time(monkeypatch):
+    # The per-step matrices of a long sequence are never held at once: the
+    # norms computed a few steps at a time equal those of all steps at once.
+    model = model_with(keras_gated.GRU)
+    x, y = batch(seed=11)
+    whole = keras_gated.timestep_gradients(model, x, y)["rnn"]
+    monkeypatch.setattr(
+        keras_gated.decomposition, "_CHUNK_ELEMENTS", FEATURES * 3 * UNITS * 4
+    )
+    chunked = keras_gated.timestep_gradients(model, x, y)["rnn"]
+    for name in ("kernel", "recurrent_kernel"):
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-6)
