@@ -41,17 +41,26 @@ _QUANTITY_LABELS = {
     "jacobian_cell": "||dc_T/dc_t||_F",
     "jacobian_cell_spectral": "||dc_T/dc_t||_2",
 }
-# The images of each layer: (tag prefix, quantities, title, heatmap too).
-_IMAGE_GROUPS = (
-    ("gradient", ("inputs", "hidden", "cell"), "gradient norm", True),
+# The images of each layer: a heatmap (tag, its quantities, its title) and
+# a profile of the latest step (tag, its quantities, its title). The
+# contributions' heatmap shows the recurrent kernel's, the notes' quantity
+# (the others are in the profile): drawing is the logger's costly part.
+_HEATMAPS = (
+    ("gradient_heatmap", ("inputs", "hidden", "cell"), "gradient norm"),
     (
-        "contribution",
-        ("kernel", "recurrent_kernel", "bias"),
-        "contribution to the weight gradients",
-        True,
+        "contribution_heatmap",
+        ("recurrent_kernel",),
+        "contribution to the recurrent kernel's gradient",
+    ),
+)
+_PROFILES = (
+    (
+        "gradient_profile",
+        ("inputs", "hidden", "cell", "kernel", "recurrent_kernel", "bias"),
+        "gradient norms and weight-gradient contributions",
     ),
     (
-        "memory",
+        "memory_profile",
         (
             "retention",
             "retention_q50",
@@ -61,9 +70,9 @@ _IMAGE_GROUPS = (
             "jacobian_cell",
         ),
         "memory: cell path and Jacobians",
-        False,
     ),
 )
+
 # The layer attribute holding the activation of a gate sequence, and whether
 # the sequence holds that activation's input (a pre-activation) rather than
 # its output. Gates not listed are the sigmoid gates: `recurrent_activation`.
@@ -261,10 +270,11 @@ class TimestepGradientLogger(keras.callbacks.Callback):
     - Images tab, per layer: `gradient_heatmap/<layer>`, a panel per
       gradient (||dL/dx_t||, ||dL/dh_t||, ||dL/dc_t||) over timesteps (x)
       and logged steps (y), log colour scale, legend in orders of
-      magnitude; `contribution_heatmap/<layer>`, the same for the
-      contributions to the weight gradients; `gradient_profile/<layer>`
-      and `contribution_profile/<layer>`, the latest step's values against
-      the timestep, log y axis; `memory_profile/<layer>` (LSTMs, and any
+      magnitude; `contribution_heatmap/<layer>`, the same for each
+      timestep's contribution to the recurrent kernel's gradient;
+      `gradient_profile/<layer>`, the latest step's gradient norms and
+      contributions to the three weights' gradients against the
+      timestep, log y axis; `memory_profile/<layer>` (LSTMs, and any
       layer with `jacobians=True`), the retention (mean, median, 90th
       percentile and maximum unit) beside the Jacobian norms, where the
       cell path alone and the full recurrence part ways;
@@ -330,8 +340,9 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         images: Also render and write the images (matplotlib needed).
             Default: `True`.
         image_freq: Draw the images at every `image_freq`-th log (and at
-            the first and the last): drawing the figures costs more CPU
-            than measuring. Tensors and scalars are written at every log.
+            the first and the last; the heatmaps from the second log on):
+            drawing the figures costs more CPU than measuring. Tensors and
+            scalars are written at every log.
             The heatmaps show at most 256 logged steps, evenly spaced over
             the run (every 2nd, 4th, ... once a run logs more), plus the
             latest: memory and drawing time stay bounded however long it
@@ -689,40 +700,48 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             )
         )
 
-    def _figure(self, tag, make):
+    def _figure(self, tag, figure_class, *args, **kwargs):
+        """The figure of `tag`, built on first use and then reused."""
         if tag not in self._figures:
-            self._figures[tag] = make()
+            self._figures[tag] = figure_class(*args, **kwargs)
         return self._figures[tag]
 
-    def _group_images(self, name, group, panels, latest, steps, step):
-        """The heatmap and the profile of one group of quantities of a
-        layer (`_IMAGE_GROUPS`)."""
+    def _layer_images(self, name, panels, latest, steps, step):
+        """The heatmaps and profiles of one layer's quantities.
+
+        A heatmap of one row says what the profile says: with one logged
+        step the heatmaps' figures are only built (off the training
+        thread's path), and drawn from the second step on.
+        """
         from keras_gated import summaries
 
-        prefix, quantities, title, with_heatmap = group
-        labels = {q: _QUANTITY_LABELS[q] for q in quantities if q in panels}
-        if not labels:
-            return {}
         images = {}
-        if with_heatmap:
-            tag = f"{prefix}_heatmap/{name}"
-            images[tag] = self._figure(
-                tag,
-                lambda: summaries.Heatmap(
+        for prefix, quantities, title in _HEATMAPS:
+            labels = {q: _QUANTITY_LABELS[q] for q in quantities if q in panels}
+            if labels:
+                tag = f"{prefix}/{name}"
+                figure = self._figure(
+                    tag,
+                    summaries.Heatmap,
                     labels.values(),
                     title=f"{name}: {title} per timestep",
                     colorbar_label="norm",
                     log_scale=True,
-                ),
-            ).render({labels[q]: np.stack(panels[q]) for q in labels}, steps)
-        tag = f"{prefix}_profile/{name}"
-        profile = self._figure(
-            tag, lambda: summaries.LinePlot(labels.values(), ylabel="value")
-        )
-        images[tag] = profile.render(
-            {labels[q]: latest[q] for q in labels},
-            title=f"{name}: {title} per timestep at step {step}",
-        )
+                )
+                if len(steps) > 1:
+                    images[tag] = figure.render(
+                        {labels[q]: np.stack(panels[q]) for q in labels}, steps
+                    )
+        for prefix, quantities, title in _PROFILES:
+            labels = {q: _QUANTITY_LABELS[q] for q in quantities if q in latest}
+            if labels:
+                tag = f"{prefix}/{name}"
+                images[tag] = self._figure(
+                    tag, summaries.LinePlot, labels.values(), ylabel="value"
+                ).render(
+                    {labels[q]: latest[q] for q in labels},
+                    title=f"{name}: {title} per timestep at step {step}",
+                )
         return images
 
     def _render_and_write(self, step, steps, norms, gradient_panels, gates):
@@ -731,12 +750,9 @@ class TimestepGradientLogger(keras.callbacks.Callback):
 
         images = {}
         for name, panels in gradient_panels.items():
-            for group in _IMAGE_GROUPS:
-                images.update(
-                    self._group_images(
-                        name, group, panels, norms[name], steps, step
-                    )
-                )
+            images.update(
+                self._layer_images(name, panels, norms[name], steps, step)
+            )
         for name, panels in gates.items():
             tag = f"gate_heatmap/{name}"
             if tag not in self._figures:
@@ -750,8 +766,9 @@ class TimestepGradientLogger(keras.callbacks.Callback):
                         if value_range is not None
                     },
                 )
-            images[tag] = self._figures[tag].render(
-                {gate: np.stack(rows) for gate, (rows, _) in panels.items()},
-                steps,
-            )
+            if len(steps) > 1:
+                images[tag] = self._figures[tag].render(
+                    {gate: np.stack(r) for gate, (r, _) in panels.items()},
+                    steps,
+                )
         self._writer.images(images, step)
