@@ -215,12 +215,6 @@ class _ImageHistory:
         return steps, rows
 
 
-def _describe(structure):
-    return keras.tree.map_structure(
-        lambda value: tuple(getattr(value, "shape", ())), structure
-    )
-
-
 class TimestepGradientLogger(keras.callbacks.Callback):
     """Logs per-timestep gradient norms and gate statistics to TensorBoard.
 
@@ -494,26 +488,9 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         return keras.utils.unpack_x_y_sample_weight(batch)
 
     def _check_probe(self):
-        x, y, _ = self._batch
-        inputs = getattr(self.model, "inputs", None)
-        if not inputs:
-            return
-        given = keras.tree.flatten(x)
-        expected = [tuple(i.shape) for i in inputs]
-        fits = len(given) == len(expected) and all(
-            len(getattr(value, "shape", ())) == len(shape)
-            and all(
-                want is None or have == want
-                for have, want in zip(value.shape, shape, strict=True)
-            )
-            for value, shape in zip(given, expected, strict=True)
-        )
-        if not fits:
-            raise ValueError(
-                f"probe must fit the model's inputs of shapes {expected}. "
-                f"Received: probe x of shapes {_describe(x)}, y of shapes "
-                f"{_describe(y)}"
-            )
+        from keras_gated import gradients
+
+        gradients.check_batch(self.model, *self._batch, argument="probe")
 
     # When to log.
 

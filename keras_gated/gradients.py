@@ -424,6 +424,74 @@ class PreservedState:
             variable.assign(value)
 
 
+def _shapes(structure):
+    return keras.tree.map_structure(
+        lambda value: tuple(getattr(value, "shape", ())), structure
+    )
+
+
+def _is_numeric(value):
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not hasattr(value, "shape"):
+        return False
+    try:
+        name = keras.backend.standardize_dtype(dtype)
+    except (TypeError, ValueError):
+        return False
+    return name.startswith(("float", "int", "uint", "bool", "bfloat"))
+
+
+def check_batch(model, x, y=None, sample_weight=None, argument="x"):
+    """Raises a ValueError unless `(x, y, sample_weight)` is one batch the
+    model takes: numeric arrays or tensors fitting `model.inputs` (where
+    the model has them), at least one sample, one batch size throughout.
+
+    Args:
+        model: A `keras.Model`.
+        x, y, sample_weight: The batch.
+        argument: The name the error gives the batch (`"probe"` for the
+            logger's).
+    """
+    given = keras.tree.flatten(x) if x is not None else []
+    received = (
+        f"Received: {argument} x of shapes {_shapes(x)}, y of shapes "
+        f"{_shapes(y)}"
+    )
+    if not given or not all(_is_numeric(v) for v in given):
+        raise ValueError(
+            f"{argument} must hold the model's inputs as numeric arrays or "
+            f"tensors. Received: {argument} x={x!r:.200}"
+        )
+    inputs = getattr(model, "inputs", None)
+    if inputs:
+        expected = [tuple(i.shape) for i in inputs]
+        fits = len(given) == len(expected) and all(
+            len(value.shape) == len(shape)
+            and all(
+                want is None or have == want
+                for have, want in zip(value.shape, shape, strict=True)
+            )
+            for value, shape in zip(given, expected, strict=True)
+        )
+        if not fits:
+            raise ValueError(
+                f"{argument} must fit the model's inputs of shapes "
+                f"{expected}. {received}"
+            )
+    values = given + [
+        v
+        for v in keras.tree.flatten(y) + keras.tree.flatten(sample_weight)
+        if v is not None
+    ]
+    batches = {v.shape[0] for v in values if len(getattr(v, "shape", ())) > 0}
+    if len(batches) > 1 or 0 in batches:
+        raise ValueError(
+            f"{argument} must be one batch of at least one sample: x, y and "
+            f"sample_weight with the same first dimension. {received}, "
+            f"sample_weight of shape {_shapes(sample_weight)}"
+        )
+
+
 def check_compiled(model):
     """Raises unless `model` can compute a loss as `fit` does."""
     overrides_loss = type(model).compute_loss is not keras.Model.compute_loss
@@ -520,11 +588,11 @@ def probe_function(
     return run
 
 
-def _check_measurement(model, layers, jacobians, jacobian_samples):
+def _check_measurement(model, x, y, sample_weight, layers, training):
     check_compiled(model)
     named = select_layers(model, layers)
-    check_bool("jacobians", jacobians)
-    check_positive_int("jacobian_samples", jacobian_samples)
+    check_batch(model, x, y, sample_weight)
+    check_bool("training", training)
     return named
 
 
@@ -622,7 +690,9 @@ def timestep_gradients(
     >>> norms["lstm"]["recurrent_kernel"].shape, norms["lstm"]["retention"][-1]
     ((20,), 1.0)
     """
-    named = _check_measurement(model, layers, jacobians, jacobian_samples)
+    named = _check_measurement(model, x, y, sample_weight, layers, training)
+    check_bool("jacobians", jacobians)
+    check_positive_int("jacobian_samples", jacobian_samples)
     with PreservedState(model, named):
         norms = gradient_norm_tensors(
             model,
@@ -641,8 +711,7 @@ def timestep_gradients(
 
 
 def _contributions(model, x, y, layers, sample_weight, training):
-    check_compiled(model)
-    named = select_layers(model, layers)
+    named = _check_measurement(model, x, y, sample_weight, layers, training)
     with PreservedState(model, named):
         probes, gradients = probe_gradients(
             model, x, y, named, sample_weight, training

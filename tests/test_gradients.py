@@ -428,3 +428,49 @@ def test_simple_rnn_input_gradient_decays_orders_of_magnitude_faster():
 
     assert decay["lstm"] < -3
     assert decay["simple"] < decay["lstm"] - 5
+
+
+def bad_batch_cases():
+    x, y = normal((4, 6, 3)), normal((4, 2), seed=1)
+    return [
+        ({"x": None, "y": y}, r"x must hold the model's inputs.*x=None"),
+        ({"x": np.array([["a"]]), "y": y}, "x must hold the model's inputs"),
+        (
+            {"x": x[:, :, :2], "y": y},
+            r"x must fit .*\(None, 6, 3\).*\(4, 6, 2\)",
+        ),
+        ({"x": x[:, :, :, None], "y": y}, "x must fit the model's inputs"),
+        ({"x": x, "y": y[:3]}, r"one batch.*y of shapes \(3, 2\)"),
+        ({"x": x[:0], "y": y[:0]}, "at least one sample"),
+        (
+            {"x": x, "y": y, "sample_weight": np.ones(5)},
+            r"sample_weight of shape \(5,\)",
+        ),
+        ({"x": x, "y": y, "training": "yes"}, "training must be True or False"),
+    ]
+
+
+@pytest.mark.parametrize("arguments, message", bad_batch_cases())
+@pytest.mark.parametrize(
+    "function",
+    [
+        keras_gated.timestep_gradients,
+        keras_gated.weight_contributions,
+        keras_gated.check_weight_contributions,
+    ],
+)
+def test_bad_batches_are_named_before_the_model_runs(
+    function, arguments, message
+):
+    model = sequence_model(keras_gated.GRU(4))
+    with pytest.raises(ValueError, match=message):
+        function(model, **arguments)
+
+
+def test_the_logger_names_a_probe_whose_targets_do_not_fit(tmp_path):
+    model = sequence_model(keras_gated.GRU(4))
+    x, y = normal((4, 6, 3)), normal((4, 2), seed=1)
+    logger = keras_gated.TimestepGradientLogger(tmp_path, (x, y[:2]))
+    with pytest.raises(ValueError, match=r"probe must be one batch"):
+        model.fit(x, y, epochs=1, callbacks=[logger], verbose=0)
+    assert int(model.optimizer.iterations) == 0
