@@ -184,3 +184,16 @@ def check_model(name, value):
             f"type {type(value).__name__}{hint}"
         )
     return value
+
+
+def shape_fits(shape, model_shape, first_axis):
+    """Whether `shape` has `model_shape`'s rank and its sizes from
+    `first_axis` on (None on either side matches any size)."""
+    if len(shape) != len(model_shape):
+        return False
+    return all(
+        given is None or wanted is None or given == wanted
+        for given, wanted in zip(
+            shape[first_axis:], model_shape[first_axis:], strict=True
+        )
+    )

@@ -424,48 +424,53 @@ def _plot_learning_curves(results, out_dir):
     return _save_figure(figure, out_dir, "learning_curves.png")
 
 
-def _plot_gradient_norms(results, out_dir):
+def _plot_start_end(results, out_dir, curve, title, ylabel, name):
+    """One curve per model against t, at initialisation and after
+    training, side by side; `curve(result, "start" or "end")` gives it."""
     import matplotlib.pyplot as plt
 
-    task, length = results[0]["task"], results[0]["length"]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for axis, key, title in [
-        (axes[0], "grad_norms_start", "at initialisation"),
-        (axes[1], "grad_norms_end", "after training"),
-    ]:
-        for r in results:
-            norms = np.asarray(r[key])
-            axis.semilogy(np.arange(len(norms)), norms, label=r["model"])
-        axis.set_xlabel("timestep t")
-        axis.set_title(f"||dL/dx_t|| {title}")
-    axes[0].set_ylabel("gradient norm (log scale)")
-    axes[1].legend()
-    figure.suptitle(f"{task}, T={length}: how much the loss depends on x_t")
-    return _save_figure(figure, out_dir, "gradient_norms.png")
-
-
-def _plot_contributions(results, out_dir):
-    """Each position's contribution to the recurrent kernel's gradient."""
-    import matplotlib.pyplot as plt
-
-    task, length = results[0]["task"], results[0]["length"]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for axis, key, title in [
+    for axis, when, label in [
         (axes[0], "start", "at initialisation"),
         (axes[1], "end", "after training"),
     ]:
         for r in results:
-            norms = np.asarray(r[key]["recurrent_kernel"])
-            axis.semilogy(np.arange(len(norms)), norms, label=r["model"])
+            values = np.asarray(curve(r, when))
+            axis.semilogy(np.arange(len(values)), values, label=r["model"])
         axis.set_xlabel("timestep t")
-        axis.set_title(f"||dL/dU_t|| {title}")
-    axes[0].set_ylabel("contribution norm (log scale)")
+        axis.set_title(f"{title[0]} {label}")
+    axes[0].set_ylabel(ylabel)
     axes[1].legend()
-    figure.suptitle(
-        f"{task}, T={length}: each step's share of the recurrent kernel's "
-        "gradient (they sum to it)"
+    task, length = results[0]["task"], results[0]["length"]
+    figure.suptitle(f"{task}, T={length}: {title[1]}")
+    return _save_figure(figure, out_dir, name)
+
+
+def _plot_gradient_norms(results, out_dir):
+    return _plot_start_end(
+        results,
+        out_dir,
+        lambda r, when: r[f"grad_norms_{when}"],
+        ("||dL/dx_t||", "how much the loss depends on x_t"),
+        "gradient norm (log scale)",
+        "gradient_norms.png",
     )
-    return _save_figure(figure, out_dir, "contributions.png")
+
+
+def _plot_contributions(results, out_dir):
+    """Each position's contribution to the recurrent kernel's gradient."""
+    return _plot_start_end(
+        results,
+        out_dir,
+        lambda r, when: r[when]["recurrent_kernel"],
+        (
+            "||dL/dU_t||",
+            "each step's share of the recurrent kernel's gradient "
+            "(they sum to it)",
+        ),
+        "contribution norm (log scale)",
+        "contributions.png",
+    )
 
 
 def _plot_memory(results, out_dir):

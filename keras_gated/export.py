@@ -34,6 +34,7 @@ import keras
 from keras_gated._validation import check_bool
 from keras_gated._validation import check_model
 from keras_gated._validation import check_optional_positive_int
+from keras_gated._validation import shape_fits
 
 SERVE_ENDPOINT = "serve"
 """Endpoint serving the model's outputs; also signature `serving_default`."""
@@ -360,8 +361,8 @@ def _check_input_signature(model, input_signature):
             f"input_signature={input_signature!r}"
         )
     for spec, shape in zip(specs, expected, strict=True):
-        if spec.shape.rank is None or not _feature_axes_match(
-            spec.shape.as_list(), shape
+        if spec.shape.rank is None or not shape_fits(
+            spec.shape.as_list(), shape, 1
         ):
             raise ValueError(
                 f"input_signature must match the model's input shapes "
@@ -369,15 +370,6 @@ def _check_input_signature(model, input_signature):
                 f"sizes (or None) on the other axes. Received: "
                 f"input_signature={input_signature!r}"
             )
-
-
-def _feature_axes_match(spec_shape, model_shape):
-    if len(spec_shape) != len(model_shape):
-        return False
-    return all(
-        wanted is None or given is None or wanted == given
-        for given, wanted in zip(spec_shape[1:], model_shape[1:], strict=True)
-    )
 
 
 def _output_dict(outputs):

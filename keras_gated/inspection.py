@@ -38,6 +38,7 @@ from keras import ops
 
 from keras_gated._validation import check_bool
 from keras_gated._validation import check_model
+from keras_gated._validation import shape_fits
 from keras_gated.layers import GRU
 from keras_gated.layers import LSTM
 from keras_gated.layers import SimpleRNN
@@ -345,7 +346,7 @@ def _check_inputs(name, model, inputs):
                 f"least one timestep. Received: an array of shape {shape} "
                 f"in {name}"
             )
-        if expected is not None and not _shape_matches(shape, expected[index]):
+        if expected is not None and not shape_fits(shape, expected[index], 2):
             raise ValueError(
                 f"{name} must match the input shapes of model "
                 f"'{model.name}', {expected}: the same rank, any batch size "
@@ -353,15 +354,6 @@ def _check_inputs(name, model, inputs):
                 f"Received: an array of shape {shape} in {name}"
             )
     return [shape for shape, _ in given]
-
-
-def _shape_matches(shape, model_shape):
-    if len(shape) != len(model_shape):
-        return False
-    return all(
-        given is None or wanted is None or given == wanted
-        for given, wanted in zip(shape[2:], model_shape[2:], strict=True)
-    )
 
 
 def _check_mask(mask, shapes):
