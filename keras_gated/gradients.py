@@ -28,6 +28,7 @@ from keras_gated import decomposition
 from keras_gated import inspection
 from keras_gated._validation import check_bool
 from keras_gated._validation import check_positive_int
+from keras_gated._validation import shape_fits
 from keras_gated.rnn import GatedRNN
 
 QUANTITIES = (
@@ -221,18 +222,26 @@ def measured_layer(layer):
 
 
 def probe_gradients(
-    model, x, y, named_layers, sample_weight=None, training=False
+    model,
+    x,
+    y,
+    named_layers,
+    sample_weight=None,
+    training=False,
+    weights=False,
 ):
     """One measured forward and backward pass; traceable.
 
     Runs the model with every layer of `named_layers` probed
     (`_LayerProbe`) and takes the gradient of the loss with respect to the
-    probes and to the probed layers' weights.
+    probes and, with `weights=True`, to the probed layers' weights.
 
     Returns:
         `(probes, gradients)`: the `_LayerProbe` of each name, and a dict
         `{name: {"inputs": ..., state: ..., "steps": [dL/dz per call],
-        "weights": [gradients of the probed layer's cell weights]}}`.
+        "weights": [gradients of the probed layer's cell weights, less
+        their regularization penalty's]}}` (`"weights"` with
+        `weights=True`).
     """
     with tf.GradientTape() as tape:
         probes = {
@@ -246,7 +255,7 @@ def probe_gradients(
         name: {
             **(probe.probes or {}),
             "steps": [p for p, _ in probe.calls],
-            "weights": _cell_weights(probe.target),
+            "weights": _cell_weights(probe.target) if weights else [],
         }
         for name, probe in probes.items()
     }
@@ -254,7 +263,7 @@ def probe_gradients(
         loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
     for name, probe in probes.items():
-        if probe.target is probe.layer:
+        if weights and probe.target is probe.layer:
             # The model's loss holds the penalties of our layers' weight
             # regularizers, which belong to no timestep.
             penalties = _penalty_gradients(probe.target)
@@ -466,11 +475,7 @@ def check_batch(model, x, y=None, sample_weight=None, argument="x"):
     if inputs:
         expected = [tuple(i.shape) for i in inputs]
         fits = len(given) == len(expected) and all(
-            len(value.shape) == len(shape)
-            and all(
-                want is None or have == want
-                for have, want in zip(value.shape, shape, strict=True)
-            )
+            shape_fits(tuple(value.shape), shape, 0)
             for value, shape in zip(given, expected, strict=True)
         )
         if not fits:
@@ -714,7 +719,7 @@ def _contributions(model, x, y, layers, sample_weight, training):
     named = _check_measurement(model, x, y, sample_weight, layers, training)
     with PreservedState(model, named):
         probes, gradients = probe_gradients(
-            model, x, y, named, sample_weight, training
+            model, x, y, named, sample_weight, training, weights=True
         )
     results = {}
     for name, probe in probes.items():
