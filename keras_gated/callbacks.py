@@ -732,19 +732,20 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             )
         for name, panels in gates.items():
             tag = f"gate_heatmap/{name}"
-            if tag not in self._figures:
-                self._figures[tag] = summaries.Heatmap(
-                    panels,
-                    title=f"{name}: mean gate activation per timestep",
-                    colorbar_label="mean",
-                    value_ranges={
-                        gate: value_range
-                        for gate, (_, value_range) in panels.items()
-                        if value_range is not None
-                    },
-                )
+            figure = self._figure(
+                tag,
+                summaries.Heatmap,
+                panels,
+                title=f"{name}: mean gate activation per timestep",
+                colorbar_label="mean",
+                value_ranges={
+                    gate: value_range
+                    for gate, (_, value_range) in panels.items()
+                    if value_range is not None
+                },
+            )
             if len(steps) > 1:
-                images[tag] = self._figures[tag].render(
+                images[tag] = figure.render(
                     {gate: np.stack(r) for gate, (r, _) in panels.items()},
                     steps,
                 )

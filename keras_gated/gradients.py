@@ -201,13 +201,11 @@ class _LayerProbe:
 
     def step_gradients(self, gradients):
         """`(record, dL/dz time-major in processing order)` per call."""
-        pairs = []
-        for (_, record), gradient in zip(self.calls, gradients, strict=True):
-            gradient = tf.transpose(gradient, (1, 0, 2))
-            if self.target.go_backwards:
-                gradient = tf.reverse(gradient, [0])
-            pairs.append((record, gradient))
-        return pairs
+        # dL/dz has the probe's layout: the layer's own conversion serves.
+        return [
+            (record, self.target._time_major_probe(gradient))
+            for (_, record), gradient in zip(self.calls, gradients, strict=True)
+        ]
 
 
 def measured_layer(layer):
