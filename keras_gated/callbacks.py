@@ -7,6 +7,7 @@ statistics below, and hands dicts of arrays to a `summaries.SummaryWriter`.
 TensorFlow-specific modules are imported on first use.
 """
 
+import collections
 import math
 import warnings
 
@@ -83,6 +84,12 @@ _GATE_ACTIVATIONS = {
 _SIGMOID_GATE = ("recurrent_activation", False)
 
 
+GateStatistics = collections.namedtuple(
+    "GateStatistics",
+    ["mean", "saturated", "value_range", "saturated_per_timestep"],
+)
+
+
 def gate_mean_and_saturation(
     values, mask, activation, saturation, pre_activation=False
 ):
@@ -102,16 +109,18 @@ def gate_mean_and_saturation(
             a SimpleRNN's z_t with h_t = tanh(z_t).
 
     Returns:
-        `(mean, saturated, value_range)`: the float32 mean of `values` per
+        A `GateStatistics` tuple `(mean, saturated, value_range,
+        saturated_per_timestep)`: the float32 mean of `values` per
         timestep over the counted entries (NaN where there are none); the
         fraction of counted entries whose activation output lies within
         `saturation * (high - low)` of either end of the activation's
         range `(low, high)` (for a pre-activation: of `activation(values)`,
         so tanh(z) saturates as a tanh candidate does), NaN for an
         activation of unknown range (only sigmoid, hard_sigmoid and tanh
-        have one) or without counted entries; and the range of `values`
+        have one) or without counted entries; the range of `values`
         for a heatmap's colour scale, `None` for a pre-activation, which
-        is unbounded.
+        is unbounded; and that saturated fraction per timestep, float32
+        (all NaN for an activation of unknown range).
     """
     values = np.asarray(values)
     if mask is None:
@@ -126,17 +135,28 @@ def gate_mean_and_saturation(
         keras.activations.serialize(activation)
     )
     saturated = math.nan
+    per_timestep = np.full(mean.shape, np.nan)
     if value_range is not None and weights.sum() > 0:
         outputs = values
         if pre_activation:
             outputs = keras.ops.convert_to_numpy(activation(values))
         low, high = value_range
         margin = saturation * (high - low)
-        outside = (outputs < low + margin) | (outputs > high - margin)
-        saturated = float((outside * weights).sum() / weights.sum())
+        outside = ((outputs < low + margin) | (outputs > high - margin)) * (
+            weights
+        )
+        saturated = float(outside.sum() / weights.sum())
+        per_timestep = np.where(
+            counts > 0, outside.sum(axis=(0, 2)) / np.maximum(counts, 1), np.nan
+        )
     if pre_activation:
         value_range = None
-    return mean.astype("float32"), saturated, value_range
+    return GateStatistics(
+        mean.astype("float32"),
+        saturated,
+        value_range,
+        per_timestep.astype("float32"),
+    )
 
 
 def gradient_decay(norms):
@@ -423,6 +443,7 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         self._figures = {}
         self._logs_written = 0
         self._unrendered = None
+        self._unwritten_sequences = None
 
     # Set-up and checks, before any training step.
 
@@ -545,6 +566,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         those of the latest log. `on_train_end` calls this; call it yourself to
         read the images of a `fit` that was interrupted.
         """
+        if self._unwritten_sequences is not None:
+            self._write_sequences(*self._unwritten_sequences)
         if self._unrendered is not None:
             self._render_in_background(*self._unrendered)
             self._unrendered = None
@@ -567,7 +590,15 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             for name, layer in self._named_layers
             if name in masks
         }
-        return norms, gates
+        # The first probe sequence's gates, unit by unit: (units, timesteps).
+        sequences = {
+            f"gate_sequence/{name}/{gate}": np.asarray(
+                outputs[f"{name}/{gate}"][0], "float32"
+            ).T
+            for name, statistics in gates.items()
+            for gate in statistics
+        }
+        return norms, gates, sequences
 
     def _gate_statistics(self, name, layer, outputs, masks):
         statistics = {}
@@ -585,7 +616,7 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         return statistics
 
     def _write(self, step, measured):
-        norms, gates = measured
+        norms, gates, sequences = measured
         tensors, scalars, rows = {}, {}, {}
         nonfinite = []
         for name, layer_norms in norms.items():
@@ -603,11 +634,14 @@ class TimestepGradientLogger(keras.callbacks.Callback):
                     nonfinite.append(f"{name}/{quantity} ({count})")
                 rows[f"gradients/{name}/{quantity}"] = values
         for name, statistics in gates.items():
-            for gate, (mean, saturated, _) in statistics.items():
-                tensors[f"gate_mean/{name}/{gate}"] = mean
-                if not math.isnan(saturated):
-                    scalars[f"gate_saturation/{name}/{gate}"] = saturated
-                rows[f"gates/{name}/{gate}"] = mean
+            for gate, stats in statistics.items():
+                tensors[f"gate_mean/{name}/{gate}"] = stats.mean
+                tensors[f"gate_saturation_per_timestep/{name}/{gate}"] = (
+                    stats.saturated_per_timestep
+                )
+                if not math.isnan(stats.saturated):
+                    scalars[f"gate_saturation/{name}/{gate}"] = stats.saturated
+                rows[f"gates/{name}/{gate}"] = stats.mean
         self._history.add(step, rows)
         scalars["nonfinite"] = sum(
             int(np.sum(~np.isfinite(values)))
@@ -621,6 +655,10 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             "input's time order.",
         )
         self._writer.scalars(scalars, step)
+        if self._logs_written % self.image_freq == 0:
+            self._write_sequences(step, sequences)
+        else:
+            self._unwritten_sequences = (step, sequences)
         if self.images:
             # Drawing costs more than measuring: every image_freq-th log,
             # the first (the untrained model) and the last.
@@ -637,6 +675,16 @@ class TimestepGradientLogger(keras.callbacks.Callback):
                 f"{step} in {', '.join(nonfinite)}; logged as NaN/Inf and "
                 "counted in the 'nonfinite' scalar.",
                 stacklevel=2,
+            )
+
+    def _write_sequences(self, step, sequences):
+        self._unwritten_sequences = None
+        if sequences:
+            self._writer.tensors(
+                sequences,
+                step,
+                description="One probe sequence's gate activations, shape "
+                "(units, timesteps), in the input's time order.",
             )
 
     def _render_in_background(self, step, norms, gates):
@@ -661,8 +709,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
         }
         gate_panels = {
             name: {
-                gate: (rows[f"gates/{name}/{gate}"], value_range)
-                for gate, (_, _, value_range) in statistics.items()
+                gate: (rows[f"gates/{name}/{gate}"], stats.value_range)
+                for gate, stats in statistics.items()
             }
             for name, statistics in gates.items()
         }

@@ -55,9 +55,10 @@ class SummaryWriter:
 
         The arrays keep their shape and dtype; read them back with
         TensorBoard's `EventAccumulator(...).Tensors(tag)` and
-        `tf.make_ndarray`. Their metadata names the plugin
-        `TENSOR_PLUGIN`: TensorBoard's dashboards do not show raw tensors
-        (its HTTP API serves scalars, images and histograms only).
+        `tf.make_ndarray`. Their metadata names the plugin `TENSOR_PLUGIN`
+        (the "Timesteps" dashboard, `keras_gated.board`) and the data
+        class `DATA_CLASS_TENSOR`, so TensorBoard's data providers, the
+        Python one and the Rust one of `--load_fast`, serve them.
         """
         import tensorflow as tf
         from tensorboard.compat.proto import summary_pb2
@@ -67,6 +68,7 @@ class SummaryWriter:
             plugin_data=summary_pb2.SummaryMetadata.PluginData(
                 plugin_name=TENSOR_PLUGIN
             ),
+            data_class=summary_pb2.DATA_CLASS_TENSOR,
         )
         with self._file_writer().as_default(step=int(step)):
             for tag, value in values.items():

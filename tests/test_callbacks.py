@@ -116,7 +116,15 @@ def gradient_tags(name, quantities):
 
 def gate_tags(name, gates):
     return {
-        "tensors": {f"gate_mean/{name}/{gate}" for gate in gates},
+        "tensors": {
+            f"{kind}/{name}/{gate}"
+            for kind in (
+                "gate_mean",
+                "gate_saturation_per_timestep",
+                "gate_sequence",
+            )
+            for gate in gates
+        },
         "scalars": {f"gate_saturation/{name}/{gate}" for gate in gates},
         "images": {f"gate_heatmap/{name}"},
     }
@@ -222,6 +230,22 @@ def test_gate_statistics_of_builtin_layers_with_masking(tmp_path):
     saturated = np.mean((update < 0.1) | (update > 0.9))
     logged = series(events, "gate_saturation/bidi/backward/update")[2]
     np.testing.assert_allclose(logged, saturated, rtol=1e-6)
+    by_timestep = series(
+        events, "gate_saturation_per_timestep/bidi/backward/update"
+    )[2]
+    np.testing.assert_allclose(
+        by_timestep[:5],
+        np.mean((update < 0.1) | (update > 0.9), axis=(0, 2)),
+        rtol=1e-6,
+    )
+    assert np.all(np.isnan(by_timestep[5:]))
+    # The first probe sequence's gates, unit by unit, at the first log and
+    # (written at the end of training) the last.
+    sequence = series(events, "gate_sequence/bidi/backward/update")
+    assert sorted(sequence) == [0, 2]
+    np.testing.assert_allclose(
+        sequence[2], gates["update"][0].T, rtol=1e-5, atol=1e-7
+    )
     gradient = series(events, "timestep_gradients/bidi/backward/inputs")[2]
     np.testing.assert_array_equal(gradient[5:], 0.0)
     assert np.all(gradient[:5] > 0)
@@ -286,7 +310,9 @@ def test_simple_rnn_pre_activation_statistics_ours_and_builtin(tmp_path):
         f"timestep_gradients/{name}/{quantity}"
         for name in ("ours", "builtin")
         for quantity in GRU_QUANTITIES
-    } | {"gate_mean/ours/pre_activation", "gate_mean/builtin/pre_activation"}
+    } | gate_tags("ours", ["pre_activation"])["tensors"] | gate_tags(
+        "builtin", ["pre_activation"]
+    )["tensors"]
     z_ours, h = numpy_simple_rnn(
         x, *model.get_layer("ours").get_weights(), mask
     )
@@ -313,7 +339,7 @@ def test_gate_mean_and_saturation_by_hand():
     )
     mask = np.array([[True, True], [True, False]])
 
-    mean, saturated, value_range = gate_mean_and_saturation(
+    mean, saturated, value_range, per_timestep = gate_mean_and_saturation(
         z, mask, keras.activations.tanh, 0.05, pre_activation=True
     )
 
@@ -323,17 +349,21 @@ def test_gate_mean_and_saturation_by_hand():
     assert mean.dtype == np.float32
     assert saturated == pytest.approx(3 / 6)
     assert value_range is None
+    # Per timestep: 2.0 and -2.0 of 4 at t=0; 3.0 of 2 at t=1.
+    np.testing.assert_allclose(per_timestep, [2 / 4, 1 / 2])
+    assert per_timestep.dtype == np.float32
 
     forget = np.array([[[0.01, 0.5], [0.97, 0.2]]], "float32")
-    mean, saturated, value_range = gate_mean_and_saturation(
+    mean, saturated, value_range, per_timestep = gate_mean_and_saturation(
         forget, None, keras.activations.sigmoid, 0.05
     )
     np.testing.assert_allclose(mean, [0.255, 0.585], rtol=1e-6)
     assert saturated == pytest.approx(2 / 4)
     assert value_range == (0.0, 1.0)
+    np.testing.assert_allclose(per_timestep, [1 / 2, 1 / 2])
     # A candidate holds tanh's outputs: beyond +-0.8 with 10% margins.
     candidate = np.array([[[0.85, -0.5], [-0.81, 0.79]]], "float32")
-    _, saturated, value_range = gate_mean_and_saturation(
+    _, saturated, value_range, _ = gate_mean_and_saturation(
         candidate, None, keras.activations.tanh, 0.1
     )
     assert saturated == pytest.approx(2 / 4)
@@ -342,14 +372,15 @@ def test_gate_mean_and_saturation_by_hand():
 
 def test_gate_saturation_is_nan_without_a_known_range_or_entries():
     z = np.ones((2, 3, 2), "float32")
-    _, saturated, _ = gate_mean_and_saturation(
+    _, saturated, _, per_timestep = gate_mean_and_saturation(
         z, None, keras.activations.relu, 0.05, pre_activation=True
     )
-    assert math.isnan(saturated)
-    mean, saturated, _ = gate_mean_and_saturation(
+    assert math.isnan(saturated) and np.all(np.isnan(per_timestep))
+    mean, saturated, _, per_timestep = gate_mean_and_saturation(
         z, np.zeros((2, 3), bool), keras.activations.tanh, 0.05, True
     )
     assert math.isnan(saturated) and np.all(np.isnan(mean))
+    assert np.all(np.isnan(per_timestep))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
 )
+from tensorboard.compat.proto import summary_pb2
 
 from keras_gated import summaries
 
@@ -58,6 +59,8 @@ def test_tensors_round_trip_exactly(tmp_path):
     metadata = events.SummaryMetadata("norms/x")
     assert metadata.plugin_data.plugin_name == summaries.TENSOR_PLUGIN
     assert metadata.summary_description == "per timestep"
+    # TensorBoard's data providers serve only tensors of a known data class.
+    assert metadata.data_class == summary_pb2.DATA_CLASS_TENSOR
 
 
 def test_images_are_stored_as_png_of_the_given_pixels(tmp_path):
