@@ -253,17 +253,21 @@ class TimestepGradientLogger(keras.callbacks.Callback):
     shows its pre-activation z_t, `"pre_activation"`, in their place). It
     writes to an event file in `log_dir`:
 
-    - Tensors (for scripts), one per logged step, shape `(timesteps,)`:
-      `timestep_gradients/<layer>/<quantity>` for every quantity that
-      `timestep_gradients` returns for the layer (`inputs`, `hidden`,
-      `cell`, `kernel`, `recurrent_kernel`, `bias`, `retention`,
+    - Tensors, shown by the "Timesteps" tab that this package adds to
+      TensorBoard (`keras_gated.board`), one per logged step, shape
+      `(timesteps,)`: `timestep_gradients/<layer>/<quantity>` for every
+      quantity that `timestep_gradients` returns for the layer (`inputs`,
+      `hidden`, `cell`, `kernel`, `recurrent_kernel`, `bias`, `retention`,
       `retention_q50`, `retention_q90`, `retention_max`, `jacobian_hidden`,
-      ...; see `keras_gated.gradients.QUANTITIES`); and
+      ...; see `keras_gated.gradients.QUANTITIES`);
       `gate_mean/<layer>/<gate>`, the mean activation per timestep (over
-      the unmasked entries). Read them with TensorBoard's
+      the unmasked entries), and `gate_saturation_per_timestep/<layer>/
+      <gate>`, the saturated fraction per timestep (below); and at every
+      `image_freq`-th log (and the last) `gate_sequence/<layer>/<gate>`,
+      the first probe sequence's activations, shape `(units, timesteps)`.
+      Scripts read them with TensorBoard's
       `EventAccumulator(log_dir, size_guidance={"tensors": 0})` (0 keeps
-      every step) and `tf.make_ndarray(event.tensor_proto)`; TensorBoard's
-      dashboards do not show raw tensors.
+      every step) and `tf.make_ndarray(event.tensor_proto)`.
     - Scalars tab, for every quantity:
       `gradient_norm/<layer>/<quantity>/first` and `/last`, the value at
       the first and the last timestep; `gradient_decay/<layer>/<quantity>`,
@@ -353,9 +357,10 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             SimpleRNN layers. Default: `True`.
         images: Also render and write the images (matplotlib needed).
             Default: `True`.
-        image_freq: Draw the images at every `image_freq`-th log (and at
-            the first and the last; the heatmaps from the second log on):
-            drawing the figures costs more CPU than measuring. Tensors and
+        image_freq: Draw the images, and write the probe sequence's
+            gates, at every `image_freq`-th log (and at the first and the
+            last; the heatmaps from the second log on): drawing the figures
+            costs more CPU than measuring. The other tensors and the
             scalars are written at every log.
             The heatmaps show at most 256 logged steps, evenly spaced over
             the run (every 2nd, 4th, ... once a run logs more), plus the

@@ -29,9 +29,10 @@ from keras_gated import summaries
 from keras_gated.board import data
 from keras_gated.board import plugin
 
-TIMESTEPS = 12
-FEATURES = 3
-RUNS = {"ours_lstm": 8, "builtin_bigru": 8}
+TIMESTEPS = 30
+FEATURES = 8
+RUNS = {"ours_lstm": 8, "builtin_bigru": 8, "builtin_simplernn": 8}
+LSTM_UNITS = 8
 
 
 def test_parse_tag_keeps_slashes_in_layer_names():
@@ -55,6 +56,8 @@ def test_catalogue_lists_layers_and_what_they_logged():
             "timestep_gradients/bidi/forward/inputs": 4,
             "timestep_gradients/bidi/forward/hidden": 6,
             "gate_mean/bidi/forward/update": 6,
+            "gate_mean/bidi/forward/reset": 6,
+            "gate_mean/bidi/forward/candidate": 6,
             "gate_saturation_per_timestep/bidi/forward/update": 6,
             "gate_sequence/bidi/forward/update": 3,
             "unrelated/tag": 9,
@@ -82,7 +85,8 @@ def test_catalogue_lists_layers_and_what_they_logged():
                 {
                     "layer": "bidi/forward",
                     "quantities": ["hidden", "inputs"],
-                    "gates": ["update"],
+                    # The GRU's order, z, r, h, as in its weights.
+                    "gates": ["update", "reset", "candidate"],
                     "sequences": ["update"],
                 }
             ],
@@ -172,10 +176,13 @@ def fit_logged_runs(root):
     x = rng.normal(size=(64, TIMESTEPS, FEATURES)).astype("float32")
     y = rng.normal(size=(64, 1)).astype("float32")
     layers = {
-        "ours_lstm": keras_gated.LSTM(4, name="lstm"),
+        "ours_lstm": keras_gated.LSTM(LSTM_UNITS, name="lstm"),
         "builtin_bigru": keras.layers.Bidirectional(
-            keras.layers.GRU(3), name="bidi"
+            keras.layers.GRU(4), name="bidi"
         ),
+        # Standard-normal inputs saturate its tanh units: the vanishing
+        # gradient, beside the LSTM's, on one chart.
+        "builtin_simplernn": keras.layers.SimpleRNN(8, name="rnn"),
     }
     for run, layer in layers.items():
         model = keras.Sequential(
@@ -280,6 +287,7 @@ def test_profile_route_serves_the_logged_values(server, logs, step):
         ("ours_lstm", "lstm"),
         ("builtin_bigru", "bidi/forward"),
         ("builtin_bigru", "bidi/backward"),
+        ("builtin_simplernn", "rnn"),
     }
     for (run, layer), series in layers.items():
         steps, arrays = logged(logs, run, f"timestep_gradients/{layer}/inputs")
@@ -304,7 +312,7 @@ def test_heatmap_and_sequence_routes_serve_the_logged_arrays(server, logs):
     assert answer["step"] == 3
     assert set(answer["gates"]) == set(keras_gated.LSTM_GATES)
     forget = answer["gates"]["forget"]
-    assert forget["shape"] == [4, TIMESTEPS]
+    assert forget["shape"] == [LSTM_UNITS, TIMESTEPS]
     np.testing.assert_array_equal(np.float32(forget["values"]), arrays[1])
 
 
@@ -420,6 +428,7 @@ def test_dashboard_in_headless_chromium(logs, tmp_path):
         assert sorted(names) == [
             "builtin_bigru · bidi/backward",
             "builtin_bigru · bidi/forward",
+            "builtin_simplernn · rnn",
             "ours_lstm · lstm",
         ]
         latest = renders(driver, "profile-chart")

@@ -306,13 +306,16 @@ def test_simple_rnn_pre_activation_statistics_ours_and_builtin(tmp_path):
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[logger], verbose=0)
 
     events = read_events(tmp_path)
-    assert tags_by_plugin(events)["keras_gated"] == {
-        f"timestep_gradients/{name}/{quantity}"
-        for name in ("ours", "builtin")
-        for quantity in GRU_QUANTITIES
-    } | gate_tags("ours", ["pre_activation"])["tensors"] | gate_tags(
-        "builtin", ["pre_activation"]
-    )["tensors"]
+    assert (
+        tags_by_plugin(events)["keras_gated"]
+        == {
+            f"timestep_gradients/{name}/{quantity}"
+            for name in ("ours", "builtin")
+            for quantity in GRU_QUANTITIES
+        }
+        | gate_tags("ours", ["pre_activation"])["tensors"]
+        | gate_tags("builtin", ["pre_activation"])["tensors"]
+    )
     z_ours, h = numpy_simple_rnn(
         x, *model.get_layer("ours").get_weights(), mask
     )

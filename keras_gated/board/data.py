@@ -10,6 +10,8 @@ TensorBoard's data provider and answers with these.
 
 import numpy as np
 
+from keras_gated import gates as gate_names
+
 # The tensor tags the logger writes: `<kind>/<layer>/<name>`. A layer's
 # name may hold slashes ("bidi/backward"), a quantity's or gate's not.
 PROFILE_KIND = "timestep_gradients"
@@ -41,9 +43,10 @@ def catalogue(tags_by_run):
     Returns:
         A list, sorted by run, of `{"run", "max_step", "layers"}` where
         `layers` is a list, sorted by name, of `{"layer", "quantities",
-        "gates", "sequences"}`: the quantities of `timestep_gradients`,
-        the gates with a mean per timestep, and the gates with logged
-        probe sequences, each sorted. Tags of other shapes are left out.
+        "gates", "sequences"}`: the quantities of `timestep_gradients`
+        (sorted), the gates with a mean per timestep, and the gates with
+        logged probe sequences (both in the layer's gate order: LSTM i,
+        f, c, o; GRU z, r, h). Tags of other shapes are left out.
     """
     keys = {
         PROFILE_KIND: "quantities",
@@ -68,13 +71,30 @@ def catalogue(tags_by_run):
                     "run": run,
                     "max_step": max(tags_by_run[run].values()),
                     "layers": [
-                        {"layer": layer}
-                        | {key: sorted(names) for key, names in entry.items()}
+                        {
+                            "layer": layer,
+                            "quantities": sorted(entry["quantities"]),
+                            "gates": _in_gate_order(entry["gates"]),
+                            "sequences": _in_gate_order(entry["sequences"]),
+                        }
                         for layer, entry in sorted(layers.items())
                     ],
                 }
             )
     return runs
+
+
+def _in_gate_order(names):
+    """The gates in their layer's weight order (LSTM i, f, c, o; GRU z, r,
+    h), or sorted when they are not one known layer's."""
+    for order in (
+        gate_names.LSTM_GATES,
+        gate_names.GRU_GATES,
+        gate_names.SIMPLE_RNN_GATES,
+    ):
+        if set(names) <= set(order):
+            return [name for name in order if name in names]
+    return sorted(names)
 
 
 def json_values(array):

@@ -90,7 +90,14 @@ function labelled(text, control) {
 function format(value) {
   if (value === null || value === undefined) return 'not finite';
   return Math.abs(value) >= 1e-3 && Math.abs(value) < 1e4 ?
-      value.toPrecision(6) : value.toExponential(5);
+      value.toPrecision(7) : value.toExponential(6);
+}
+
+// Short axis labels: 0.25, 1e-7.
+function tick(value) {
+  if (value === 0) return '0';
+  return Math.abs(value) >= 1e-3 && Math.abs(value) < 1e4 ?
+      String(Number(value.toPrecision(3))) : value.toExponential(0);
 }
 
 // A chart per container id, reused across draws; `info` is what the test
@@ -192,7 +199,7 @@ function profileView(root) {
       xAxis: {type: 'value', name: 'timestep t', nameLocation: 'middle',
         nameGap: 25, min: 'dataMin', max: 'dataMax'},
       yAxis: {type: log ? 'log' : 'value', name: 'value',
-        axisLabel: {formatter: (v) => format(v)}},
+        axisLabel: {formatter: tick}},
       dataZoom: [{type: 'inside'}, {type: 'slider', bottom: 8}],
       series,
     }, {
