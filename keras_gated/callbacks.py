@@ -264,7 +264,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
       the unmasked entries), and `gate_saturation_per_timestep/<layer>/
       <gate>`, the saturated fraction per timestep (below); and at every
       `image_freq`-th log (and the last) `gate_sequence/<layer>/<gate>`,
-      the first probe sequence's activations, shape `(units, timesteps)`.
+      the first probe sequence's activations, shape `(units, timesteps)`,
+      NaN at its masked steps.
       Scripts read them with TensorBoard's
       `EventAccumulator(log_dir, size_guidance={"tensors": 0})` (0 keeps
       every step) and `tf.make_ndarray(event.tensor_proto)`.
@@ -595,14 +596,16 @@ class TimestepGradientLogger(keras.callbacks.Callback):
             for name, layer in self._named_layers
             if name in masks
         }
-        # The first probe sequence's gates, unit by unit: (units, timesteps).
-        sequences = {
-            f"gate_sequence/{name}/{gate}": np.asarray(
-                outputs[f"{name}/{gate}"][0], "float32"
-            ).T
-            for name, statistics in gates.items()
-            for gate in statistics
-        }
+        # The first probe sequence's gates, unit by unit: (units, timesteps),
+        # NaN at its masked steps.
+        sequences = {}
+        for name, statistics in gates.items():
+            mask = masks.get(name)
+            for gate in statistics:
+                values = np.asarray(outputs[f"{name}/{gate}"][0], "float32").T
+                if mask is not None:
+                    values = np.where(np.asarray(mask)[0], values, np.nan)
+                sequences[f"gate_sequence/{name}/{gate}"] = values
         return norms, gates, sequences
 
     def _gate_statistics(self, name, layer, outputs, masks):

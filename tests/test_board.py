@@ -144,6 +144,34 @@ def test_json_values_keep_float32_values_and_null_what_is_not_finite():
     assert data.at_step([3, 5], 1) == 0
 
 
+def test_rows_by_step_and_of_changing_lengths():
+    steps, arrays = data.by_step([(5, "b"), (0, "a"), (5, "c"), (2, "d")])
+    assert steps == [0, 2, 5] and arrays == ["a", "d", "c"]
+    answer = data.heatmap(
+        [0, 1], [np.array([1.0, 2.0]), np.array([3.0, 4.0, 5.0])], 10, 10
+    )
+    assert answer["shape"] == [2, 3]
+    assert answer["values"] == [[1.0, 2.0, None], [3.0, 4.0, 5.0]]
+
+
+def test_package_data_ships_the_static_files():
+    import configparser
+    import glob
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(os.path.dirname(__file__), os.pardir, "setup.cfg"))
+    patterns = config["options.package_data"]["keras_gated.board"].split()
+    board = os.path.dirname(plugin.__file__)
+    shipped = {
+        os.path.relpath(path, plugin.STATIC_DIR)
+        for pattern in patterns
+        for path in glob.glob(os.path.join(board, pattern))
+    }
+    vendor = os.path.dirname(plugin.STATIC_FILES["/echarts.esm.min.mjs"])
+    assert set(plugin.STATIC_FILES.values()) <= shipped
+    assert {f"{vendor}/LICENSE", f"{vendor}/NOTICE"} <= shipped
+
+
 def test_loader_keeps_every_step_unless_the_user_chose():
     flags = argparse.Namespace(samples_per_plugin={"images": 5})
     plugin.TimestepsLoader().fix_flags(flags)
@@ -324,11 +352,24 @@ def test_routes_answer_bad_requests_clearly(server):
     )
     assert status == 400 and "step" in body and "soon" in body
     status, body = server.get(
+        "/data/plugin/keras_gated/heatmap",
+        run="ours_lstm",
+        tag="timestep_gradients/lstm/nope",
+    )
+    assert status == 404 and "timestep_gradients/lstm/nope" in body
+    status, body = server.get(
         "/data/plugin/keras_gated/heatmap", run="ours_lstm", tag="nope"
     )
-    assert status == 404 and "nope" in body
+    assert status == 400 and "nope" in body
     answer = server.plugin("profile", quantity="no_such_quantity")
     assert answer["series"] == []
+    # A probe sequence is (units, timesteps) per step: not a heatmap row.
+    status, body = server.get(
+        "/data/plugin/keras_gated/heatmap",
+        run="ours_lstm",
+        tag="gate_sequence/lstm/forget",
+    )
+    assert status == 400 and "gate_sequence/lstm/forget" in body
 
 
 def test_logs_without_keras_gated_data_leave_the_tab_out(logs):
@@ -391,7 +432,7 @@ def test_a_thousand_logged_steps_are_all_served(tmp_path, load_fast):
 def chart_option(driver, chart):
     return driver.execute_script(
         "const option = window.timestepsDashboard.charts[arguments[0]]"
-        ".getOption(); return {"
+        ".chart.getOption(); return {"
         " series: option.series.map(s => ({name: s.name, data: s.data}))};",
         chart,
     )
@@ -416,6 +457,7 @@ def test_dashboard_in_headless_chromium(logs, tmp_path):
             pytest.fail(f"the browser test must run here, but {reason}")
         pytest.skip(f"browser test skipped: {reason}")
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     tensorboard = TensorBoardServer(str(logs / "runs"), load_fast="auto")
     driver = chromium()
@@ -465,6 +507,25 @@ def test_dashboard_in_headless_chromium(logs, tmp_path):
                 chart = f"{kind}-{gate}"
                 wait_until(lambda chart=chart: renders(driver, chart))
         screenshot(driver, tmp_path, "gates")
+        # Another layer: its charts replace the first layer's.
+        Select(driver.find_element("id", "gates-layer")).select_by_value(
+            "bidi/forward"
+        )
+        wait_until(
+            lambda: (
+                renders(driver, "mean-update")["tag"]
+                == "gate_mean/bidi/forward/update"
+            )
+        )
+        wait_until(
+            lambda: (
+                renders(driver, "sequence-update")["layer"] == "bidi/forward"
+            )
+        )
+        assert driver.execute_script(
+            "return window.timestepsDashboard.charts['mean-update']"
+            ".chart.getDom().isConnected"
+        )
         errors = [
             entry
             for entry in driver.get_log("browser")

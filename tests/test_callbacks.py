@@ -243,9 +243,11 @@ def test_gate_statistics_of_builtin_layers_with_masking(tmp_path):
     # (written at the end of training) the last.
     sequence = series(events, "gate_sequence/bidi/backward/update")
     assert sorted(sequence) == [0, 2]
+    # Padded steps (x is 0 from step 5 on) are NaN.
     np.testing.assert_allclose(
-        sequence[2], gates["update"][0].T, rtol=1e-5, atol=1e-7
+        sequence[2][:, :5], gates["update"][0, :5].T, rtol=1e-5, atol=1e-7
     )
+    assert np.all(np.isnan(sequence[2][:, 5:]))
     gradient = series(events, "timestep_gradients/bidi/backward/inputs")[2]
     np.testing.assert_array_equal(gradient[5:], 0.0)
     assert np.all(gradient[:5] > 0)

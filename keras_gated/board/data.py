@@ -19,6 +19,8 @@ GATE_MEAN_KIND = "gate_mean"
 GATE_SATURATION_KIND = "gate_saturation_per_timestep"
 GATE_SEQUENCE_KIND = "gate_sequence"
 KINDS = (PROFILE_KIND, GATE_MEAN_KIND, GATE_SATURATION_KIND, GATE_SEQUENCE_KIND)
+VECTOR_KINDS = KINDS[:3]
+"""The kinds logged as one `(timesteps,)` vector per step."""
 
 
 def parse_tag(tag):
@@ -108,6 +110,27 @@ def json_values(array):
     return np.where(np.isfinite(array), array, None).tolist()
 
 
+def by_step(pairs):
+    """`(steps, arrays)` of `(step, array)` pairs, sorted by step; of
+    pairs with the same step (a run resumed from an earlier checkpoint
+    writes some steps again) the last one written."""
+    latest = {}
+    for step, array in pairs:
+        latest[step] = array
+    steps = sorted(latest)
+    return steps, [latest[step] for step in steps]
+
+
+def stack_rows(arrays):
+    """`(len(arrays), longest)` float array of 1D arrays, NaN-padded (the
+    length of a run's sequences may change between logged steps)."""
+    longest = max((np.size(a) for a in arrays), default=0)
+    rows = np.full((len(arrays), longest), np.nan)
+    for row, array in zip(rows, arrays):
+        row[: np.size(array)] = np.ravel(array)
+    return rows
+
+
 def at_step(steps, step):
     """Index of the latest of the sorted `steps` at or before `step`.
 
@@ -158,7 +181,8 @@ def heatmap(steps, rows, max_rows, max_columns):
 
     Args:
         steps: The logged steps, sorted.
-        rows: A `(len(steps), timesteps)` array.
+        rows: The logged 1D vectors, one per step (NaN-padded to the
+            longest when their lengths differ).
         max_rows, max_columns: The most rows and columns to send; larger
             matrices are reduced with `block_mean`.
 
@@ -167,7 +191,7 @@ def heatmap(steps, rows, max_rows, max_columns):
         the first timestep of each row and column block, the block means
         (`null` where not finite) and the shape before reduction.
     """
-    rows = np.asarray(rows)
+    rows = stack_rows(rows)
     reduced, row_starts, column_starts = block_mean(rows, max_rows, max_columns)
     return {
         "steps": np.asarray(steps)[row_starts].tolist(),

@@ -130,11 +130,13 @@ class TimestepsPlugin(base_plugin.TBPlugin):
 
     - `runs`: `data.catalogue` of every run with the logger's tensors.
     - `profile?quantity=Q[&step=S]`: for every run and layer that logged
-      `timestep_gradients/<layer>/Q`, its vector at the latest step at or
-      before S (default: each run's latest), with the union of the
-      logged steps for the step slider.
-    - `heatmap?run=R&tag=T`: the tag's vectors over its logged steps,
-      `data.heatmap`, reduced to at most 300 x 500 block means.
+      `timestep_gradients/<layer>/Q`, its vector at its latest step at or
+      before S (its first when it has none that early; default: its
+      latest), with the union of the logged steps for the step slider.
+    - `heatmap?run=R&tag=T`: the vectors of a per-timestep tag
+      (`timestep_gradients`, `gate_mean`, `gate_saturation_per_timestep`)
+      over its logged steps, `data.heatmap`, reduced to at most 300 x 500
+      block means.
     - `sequence?run=R&layer=L[&step=S]`: the probe sequence's gates of one
       layer, `(units, timesteps)` each, at the latest logged step at or
       before S, with the steps that have one.
@@ -205,8 +207,12 @@ class TimestepsPlugin(base_plugin.TBPlugin):
         moving the step slider does not convert every step again.
         """
         wanted = [(r, t) for r, t in wanted if t in listed.get(r, {})]
+        experiment = plugin_util.experiment_id(request.environ)
         found = {
-            key: self._cache.get(key, listed[key[0]][key[1]]) for key in wanted
+            (run, tag): self._cache.get(
+                (experiment, run, tag), listed[run][tag]
+            )
+            for run, tag in wanted
         }
         missing = [key for key, series in found.items() if series is None]
         if missing:
@@ -219,11 +225,12 @@ class TimestepsPlugin(base_plugin.TBPlugin):
             )
             for run, tag in missing:
                 series = read.get(run, {}).get(tag) or []
-                found[run, tag] = (
-                    [datum.step for datum in series],
-                    [datum.numpy for datum in series],
+                found[run, tag] = data.by_step(
+                    (datum.step, datum.numpy) for datum in series
                 )
-                self._cache.store((run, tag), listed[run][tag], found[run, tag])
+                self._cache.store(
+                    (experiment, run, tag), listed[run][tag], found[run, tag]
+                )
         by_run = {}
         for (run, tag), series in found.items():
             if series[0]:
@@ -284,6 +291,12 @@ class TimestepsPlugin(base_plugin.TBPlugin):
     def _serve_heatmap(self, request):
         run = _argument(request, "run")
         tag = _argument(request, "tag")
+        if (data.parse_tag(tag) or ("",))[0] not in data.VECTOR_KINDS:
+            raise errors.InvalidArgumentError(
+                "tag must be a per-timestep vector of the logger, "
+                f"<kind>/<layer>/<name> with kind one of "
+                f"{', '.join(data.VECTOR_KINDS)}. Received: tag={tag!r}"
+            )
         found = self._read(request, self._tags(request), [(run, tag)])
         found = found.get(run, {})
         if tag not in found:
@@ -317,7 +330,7 @@ class TimestepsPlugin(base_plugin.TBPlugin):
         for tag, (tag_steps, values) in sorted(found.items()):
             index = data.at_step(tag_steps, chosen)
             reduced, units, timesteps = data.block_mean(
-                values[index], MAX_UNITS, MAX_COLUMNS
+                np.atleast_2d(values[index]), MAX_UNITS, MAX_COLUMNS
             )
             gates[tag[len(prefix) :]] = {
                 "values": data.json_values(reduced),

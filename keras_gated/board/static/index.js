@@ -88,7 +88,7 @@ function labelled(text, control) {
 }
 
 function format(value) {
-  if (value === null || value === undefined) return 'not finite';
+  if (value === null || value === undefined) return 'not shown';
   return Math.abs(value) >= 1e-3 && Math.abs(value) < 1e4 ?
       value.toPrecision(7) : value.toExponential(6);
 }
@@ -100,15 +100,23 @@ function tick(value) {
       String(Number(value.toPrecision(3))) : value.toExponential(0);
 }
 
-// A chart per container id, reused across draws; `info` is what the test
-// hook reports once the chart has finished drawing.
+// A chart per container element, reused across draws while the element is
+// on the page; `info` is what the test hook reports once the chart has
+// finished drawing.
 function draw(container, option, info) {
-  let chart = state.charts[container.id];
-  if (!chart || chart.isDisposed()) {
-    chart = echarts.init(container, null, {renderer: 'canvas'});
-    state.charts[container.id] = chart;
-    new ResizeObserver(() => chart.resize()).observe(container);
+  let entry = state.charts[container.id];
+  if (entry && entry.chart.getDom() !== container) {
+    disposeChart(container.id);
+    entry = null;
   }
+  if (!entry) {
+    const chart = echarts.init(container, null, {renderer: 'canvas'});
+    const observer = new ResizeObserver(() => chart.resize());
+    observer.observe(container);
+    entry = {chart, observer};
+    state.charts[container.id] = entry;
+  }
+  const chart = entry.chart;
   chart.off('finished');
   chart.on('finished', () => {
     chart.off('finished');
@@ -120,6 +128,37 @@ function draw(container, option, info) {
     }
   });
   chart.setOption({animation: false, ...option}, {notMerge: true});
+}
+
+function disposeChart(id) {
+  const entry = state.charts[id];
+  if (!entry) return;
+  entry.observer.disconnect();
+  entry.chart.dispose();
+  delete state.charts[id];
+}
+
+function disposeCharts() {
+  Object.keys(state.charts).forEach(disposeChart);
+}
+
+// Answers can arrive out of order: `newest()` returns a function that, at
+// each request, gives a check of whether that request is still the newest.
+function newest() {
+  let count = 0;
+  return () => {
+    const mine = ++count;
+    return () => mine === count;
+  };
+}
+
+// A message line under a view's controls, for errors after the first load.
+function messageLine() {
+  const line = element('p', {class: 'note error'});
+  line.show = (error) => {
+    line.textContent = error ? `Could not load: ${error.message}` : '';
+  };
+  return line;
 }
 
 // Log axes cannot show zeros or negatives: those points are left out.
@@ -150,29 +189,33 @@ function profileView(root) {
   const logAxis = element('input', {id: 'profile-log', type: 'checkbox'});
   logAxis.checked = true;
   const chart = element('div', {id: 'profile-chart', class: 'chart'});
+  const message = messageLine();
   root.append(
       element('div', {class: 'bar'}, [
         labelled('Quantity', quantity),
         labelled('Training step', slider), stepLabel,
         labelled('Log y axis', logAxis),
       ]),
+      message,
       chart,
       element('p', {class: 'note', text:
-        'Each line: one run and layer at the latest logged step at or ' +
-        'before the chosen one. Click a legend entry to hide or show it; ' +
-        'scroll or drag under the chart to zoom into timesteps.'}));
+        'Each line: one run and layer at its latest logged step at or ' +
+        'before the chosen one (its first, if it has none that early). ' +
+        'Click a legend entry to hide or show it; scroll or drag under the ' +
+        'chart to zoom into timesteps.'}));
   let steps = [];
   let latest = null;
-  let requests = 0;
+  const request = newest();
   const load = async (step) => {
-    const request = ++requests;
+    const current = request();
     // The first drawing uses the answer `render` asked for with the runs.
     const first = step === undefined && quantity.value === 'inputs' ?
         state.prefetched : null;
     state.prefetched = null;
     const answer = (await first) ??
         await route('profile', {quantity: quantity.value, step});
-    if (request !== requests) return; // A later move of the slider won.
+    if (!current()) return; // A later choice has been made.
+    message.show(null);
     steps = answer.steps;
     slider.max = String(Math.max(steps.length - 1, 0));
     if (step === undefined) slider.value = slider.max;
@@ -181,17 +224,20 @@ function profileView(root) {
     plot();
   };
   const plot = () => {
-    const answer = latest;
+    if (latest === null) return;
     const log = logAxis.checked;
-    const series = answer.series.map((s) => ({
-      name: `${s.run} · ${s.layer}`,
-      type: 'line',
-      showSymbol: false,
-      connectNulls: false,
-      data: s.timesteps.map((t, i) => [t, (log ? positive(s.values) : s.values)[i]]),
-    }));
+    const series = latest.series.map((s) => {
+      const values = log ? positive(s.values) : s.values;
+      return {
+        name: `${s.run} · ${s.layer}`,
+        type: 'line',
+        showSymbol: false,
+        connectNulls: false,
+        data: s.timesteps.map((t, i) => [t, values[i]]),
+      };
+    });
     draw(chart, {
-      title: {text: LABELS[answer.quantity] ?? answer.quantity,
+      title: {text: LABELS[latest.quantity] ?? latest.quantity,
         left: 'center', textStyle: {fontSize: 14}},
       legend: {type: 'scroll', top: 26},
       grid: {left: 70, right: 30, top: 70, bottom: 70},
@@ -203,13 +249,14 @@ function profileView(root) {
       dataZoom: [{type: 'inside'}, {type: 'slider', bottom: 8}],
       series,
     }, {
-      quantity: answer.quantity,
-      series: answer.series.map((s) => ({run: s.run, layer: s.layer,
+      quantity: latest.quantity,
+      series: latest.series.map((s) => ({run: s.run, layer: s.layer,
         step: s.step, values: s.values})),
     });
   };
-  quantity.addEventListener('change', () => load());
-  slider.addEventListener('input', () => load(steps[Number(slider.value)]));
+  const reload = (step) => load(step).catch(message.show);
+  quantity.addEventListener('change', () => reload());
+  slider.addEventListener('input', () => reload(steps[Number(slider.value)]));
   logAxis.addEventListener('change', plot);
   return load();
 }
@@ -227,6 +274,7 @@ function heatmapOption(title, rows, rowName, timesteps, values, {log, range}) {
     data.push([x, y, shown, value]);
   }));
   if (range) [low, high] = range;
+  if (!Number.isFinite(low) || !Number.isFinite(high)) [low, high] = [0, 1];
   if (!(high > low)) [low, high] = [low - 1, low + 1];
   return {
     title: {text: title, left: 'center', textStyle: {fontSize: 13}},
@@ -257,7 +305,8 @@ function runLayerControls(prefix, onChange) {
     onChange();
   });
   layer.addEventListener('change', onChange);
-  return {run, layer};
+  const info = () => layersOf(run.value).find((l) => l.layer === layer.value);
+  return {run, layer, info};
 }
 
 // Heatmap: one run/layer/quantity over timesteps (x) and training steps (y).
@@ -265,39 +314,54 @@ function heatmapView(root) {
   const quantity = element('select', {id: 'heatmap-quantity'});
   const chart = element('div', {id: 'heatmap-chart', class: 'chart'});
   const note = element('p', {class: 'note'});
+  const message = messageLine();
+  const request = newest();
   const load = async () => {
+    const current = request();
+    if (!quantity.value) return;
     const tag = `timestep_gradients/${controls.layer.value}/${quantity.value}`;
     const answer = await route('heatmap', {run: controls.run.value, tag});
+    if (!current()) return;
+    message.show(null);
     const [steps, length] = answer.shape;
+    const reduced = answer.values.length < steps ||
+        answer.timesteps.length < length;
     note.textContent = `${steps} logged steps x ${length} timesteps` +
-      (answer.values.length < steps || answer.timesteps.length < length ?
-        `, shown as block means (${answer.values.length} x ` +
-        `${answer.timesteps.length}); hover for values.` : '; hover for values.');
+      (reduced ? `, shown as block means (${answer.values.length} x ` +
+        `${answer.timesteps.length})` : '') + '; hover for values.';
     draw(chart, heatmapOption(
-        `${controls.run.value} · ${controls.layer.value}: ` +
+        `${answer.run} · ${controls.layer.value}: ` +
         (LABELS[quantity.value] ?? quantity.value),
         answer.steps, 'step', answer.timesteps, answer.values, {log: true}),
     {run: answer.run, tag: answer.tag, shape: answer.shape,
       rows: answer.values.length});
   };
   const fillQuantities = () => {
-    const layer = layersOf(controls.run.value)
-        .find((l) => l.layer === controls.layer.value);
     const previous = quantity.value || 'inputs';
-    quantity.replaceChildren(...(layer?.quantities ?? []).map((q) =>
+    const quantities = controls.info()?.quantities ?? [];
+    quantity.replaceChildren(...quantities.map((q) =>
       element('option', {value: q, text: q})));
-    if (layer?.quantities.includes(previous)) quantity.value = previous;
+    if (quantities.includes(previous)) quantity.value = previous;
   };
   const controls = runLayerControls('heatmap', () => {
     fillQuantities();
-    load();
+    load().catch(message.show);
   });
   fillQuantities();
-  quantity.addEventListener('change', load);
+  quantity.addEventListener('change', () => load().catch(message.show));
   root.append(element('div', {class: 'bar'}, [
     labelled('Run', controls.run), labelled('Layer', controls.layer),
-    labelled('Quantity', quantity)]), chart, note);
+    labelled('Quantity', quantity)]), message, chart, note);
   return load();
+}
+
+// One gate's card: mean and saturated fraction per timestep over training,
+// and the probe sequence's activations unit by unit.
+function gateCard(gate) {
+  const charts = ['mean', 'saturation', 'sequence'].map((kind) =>
+    element('div', {id: `${kind}-${gate}`, class: 'small'}));
+  return element('div', {class: 'card'}, [element('h3', {text: gate}),
+    ...charts]);
 }
 
 // Gates: per gate, mean and saturation per timestep over training, and the
@@ -307,17 +371,16 @@ function gatesView(root) {
   const slider = element('input', {id: 'sequence-step', type: 'range',
     min: '0', max: '0', value: '0'});
   const stepLabel = element('span', {id: 'sequence-step-label'});
+  const message = messageLine();
   let sequenceSteps = [];
-  let requests = 0;
-  const layerInfo = () => layersOf(controls.run.value)
-      .find((l) => l.layer === controls.layer.value);
-  const loadSequence = async (step) => {
-    const info = layerInfo();
-    if (!info?.sequences.length) return;
-    const request = ++requests;
+  const layerRequest = newest();
+  const sequenceRequest = newest();
+  const loadSequence = async (step, layerCurrent) => {
+    const current = sequenceRequest();
+    if (!controls.info()?.sequences.length) return;
     const answer = await route('sequence', {run: controls.run.value,
       layer: controls.layer.value, step});
-    if (request !== requests) return;
+    if (!current() || !layerCurrent()) return;
     sequenceSteps = answer.steps;
     slider.max = String(Math.max(sequenceSteps.length - 1, 0));
     if (step === undefined) slider.value = slider.max;
@@ -325,42 +388,47 @@ function gatesView(root) {
     for (const [gate, g] of Object.entries(answer.gates)) {
       draw(document.getElementById(`sequence-${gate}`), heatmapOption(
           `${gate}: sequence 0, unit by unit`, g.units, 'unit', g.timesteps,
-          g.values, {log: false}), {gate, step: answer.step, shape: g.shape});
+          g.values, {log: false}),
+      {layer: answer.layer, gate, step: answer.step, shape: g.shape});
     }
   };
+  let layerCurrent = () => false;
   const load = async () => {
-    const info = layerInfo();
+    layerCurrent = layerRequest();
+    const current = layerCurrent;
+    const info = controls.info();
+    disposeCharts();
     grid.replaceChildren();
+    message.show(null);
     if (!info?.gates.length) {
       grid.append(element('p', {text: 'No gate statistics for this layer.'}));
       return;
     }
     const jobs = [];
     for (const gate of info.gates) {
-      const charts = ['mean', 'saturation', 'sequence'].map((kind) =>
-        element('div', {id: `${kind}-${gate}`, class: 'small'}));
-      grid.append(element('div', {class: 'card'}, [
-        element('h3', {text: gate}), ...charts]));
+      grid.append(gateCard(gate));
       for (const [kind, tagKind, title] of [
         ['mean', 'gate_mean', 'mean activation'],
         ['saturation', 'gate_saturation_per_timestep', 'saturated fraction']]) {
-        const tag = `${tagKind}/${controls.layer.value}/${gate}`;
-        jobs.push(route('heatmap', {run: controls.run.value, tag}).then((a) =>
+        const tag = `${tagKind}/${info.layer}/${gate}`;
+        jobs.push(route('heatmap', {run: controls.run.value, tag}).then((a) => {
+          if (!current()) return;
           draw(document.getElementById(`${kind}-${gate}`), heatmapOption(
               `${title} per timestep`, a.steps, 'step', a.timesteps, a.values,
               {log: false, range: kind === 'saturation' ? [0, 1] : null}),
-          {tag, shape: a.shape})));
+          {tag, shape: a.shape});
+        }));
       }
     }
-    jobs.push(loadSequence());
+    jobs.push(loadSequence(undefined, current));
     await Promise.all(jobs);
   };
-  const controls = runLayerControls('gates', load);
-  slider.addEventListener('input',
-      () => loadSequence(sequenceSteps[Number(slider.value)]));
+  const controls = runLayerControls('gates', () => load().catch(message.show));
+  slider.addEventListener('input', () => loadSequence(
+      sequenceSteps[Number(slider.value)], layerCurrent).catch(message.show));
   root.append(element('div', {class: 'bar'}, [
     labelled('Run', controls.run), labelled('Layer', controls.layer),
-    labelled('Probe sequence step', slider), stepLabel]), grid);
+    labelled('Probe sequence step', slider), stepLabel]), message, grid);
   return load();
 }
 
@@ -389,15 +457,18 @@ export async function render() {
       'No keras_gated data: log a run with keras_gated.TimestepGradientLogger.'}));
     return;
   }
+  let opened = 0;
   const open = (name) => {
     for (const button of views.children) {
       button.classList.toggle('active', button.textContent === name);
     }
-    for (const chart of Object.values(state.charts)) chart.dispose();
-    state.charts = {};
+    disposeCharts();
     root.replaceChildren();
     state.view = name;
-    VIEWS[name](root).catch((error) => showError(root, error));
+    const current = ++opened;
+    VIEWS[name](root).catch((error) => {
+      if (current === opened) showError(root, error);
+    });
   };
   for (const name of Object.keys(VIEWS)) {
     const button = element('button', {id: `view-${name.toLowerCase()}`,
