@@ -57,10 +57,29 @@ same batch, features and units (by default T = 50, 200, 1000), it prints
 how each variant's training time grows from one length to the next;
 linear in T is the ideal, and `!` marks growth more than 10 % above it.
 
+The user's path (`--path fit`, with the above by default:
+`--path fit,step`). `model.train_on_batch` of `Input -> layer -> Dense(1)`
+compiled with Keras' defaults (`optimizer="adam", loss="mse"`,
+`jit_compile="auto"`: no XLA on a CPU) and with `jit_compile=True`, for
+the built-in and for ours with the same weights: gates off, gates returned
+and unused, and gates in the loss (a second output, the mean of the
+gates, loss weight 1e-3, so every gate gets a gradient); see
+`benchmarks/_fit.py`. Its table follows the other, with ratios to the
+built-in with the same `jit_compile` and to PyTorch's training step; the
+growth lines include its variants ("fit ...").
+
+The machine. The first line names the CPU, whether it has AVX-512 and
+whether TensorFlow's oneDNN kernels are on (`TF_ENABLE_ONEDNN_OPTS`, or
+TensorFlow's default: on for AVX-512 CPUs). `--onednn on`, `off` or
+`both` runs the whole benchmark in a new process per setting (TensorFlow
+reads the variable when it starts); the built-in layers gain much from
+oneDNN, so measure both before comparing.
+
     python benchmarks/bench_layers.py                # the full table
     python benchmarks/bench_layers.py --quick        # 5 repetitions
     python benchmarks/bench_layers.py --configs "64,50,32,128;64,200,32,128"
     python benchmarks/bench_layers.py --markdown     # table for README.md
+    python benchmarks/bench_layers.py --path fit --onednn both
 """
 
 import argparse
@@ -68,11 +87,13 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _fit  # noqa: E402
 import _memory  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -432,7 +453,7 @@ def growth_lines(train_times, pairs, markdown):
     if markdown:
         rule = ["---"] * len(header)
         return [markdown_line(line) for line in [header, rule] + lines]
-    widths = [5, 10, 3] + [len(column) for column in header[3:]]
+    widths = [5, 20, 3] + [len(column) for column in header[3:]]
     return [
         " ".join(f"{v:>{w}}" for v, w in zip(line, widths))
         for line in [header] + lines
@@ -478,6 +499,19 @@ def parse_args():
         "--markdown", action="store_true", help="print Markdown tables"
     )
     parser.add_argument(
+        "--path",
+        default="fit,step",
+        help="fit (train_on_batch, compile defaults), step (one "
+        "tf.function training step and a forward pass), or fit,step",
+    )
+    parser.add_argument(
+        "--onednn",
+        default="default",
+        choices=("default", "on", "off", "both"),
+        help="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS): as this "
+        "process has them, or on, off or both, each in a process of its own",
+    )
+    parser.add_argument(
         "--memory-child", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -494,9 +528,53 @@ def parse_args():
             "--kinds takes LSTM, GRU and/or SimpleRNN, --jit off and/or on"
         )
     args.jits = [jit == "on" for jit in jits]
+    args.paths = args.path.split(",")
+    if not args.paths or not set(args.paths) <= {"fit", "step"}:
+        parser.error(f"--path takes fit and/or step. Received: {args.path}")
     if args.quick:
         args.reps = 5
     return args
+
+
+FIT_HEADER = ["layer", "B,T,F,U", "jit", "variant", "fit ms", "vs blt"]
+FIT_HEADER += ["vs torch"]
+
+
+def fit_rows(kind, config, args, torch_train):
+    """The fit table's rows for one kind and configuration."""
+    builtin_class, ours_class, _ = KINDS[kind]
+    calls = _fit.fit_variants(builtin_class, ours_class, config, args.jits)
+    medians = _fit.time_fit(calls, repetitions(args.reps, config[1]))
+    rows = []
+    for (variant, jit), median in medians.items():
+        base = medians["builtin", jit]
+        rows.append(
+            [
+                kind,
+                format_config(config),
+                "True" if jit else "auto",
+                variant,
+                f"{median:.1f}",
+                f"{median / base:.2f}",
+                "-" if torch_train is None else f"{median / torch_train:.2f}",
+            ]
+        )
+    return rows, medians
+
+
+def run_onednn_children(setting):
+    """Runs this script again, once per oneDNN setting, in new processes
+    (TensorFlow reads TF_ENABLE_ONEDNN_OPTS when it starts)."""
+    argv = [a for a in sys.argv[1:] if not a.startswith("--onednn")]
+    if "--onednn" in sys.argv:
+        index = sys.argv.index("--onednn")
+        argv = sys.argv[1:index] + sys.argv[index + 2 :]
+    status = 0
+    for value in {"on": ["1"], "off": ["0"], "both": ["1", "0"]}[setting]:
+        print(f"\n=== TF_ENABLE_ONEDNN_OPTS={value}", flush=True)
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=value)
+        status |= subprocess.call([sys.executable, __file__, *argv], env=env)
+    return status
 
 
 def bench(kind, config, args, roof, env):
@@ -507,8 +585,67 @@ def bench(kind, config, args, roof, env):
     return table_rows(kind, config, medians, peaks, roof), medians
 
 
+def run_all(args, roof, env, progress):
+    """Every kind and configuration: the step table's rows, the fit table's
+    rows and `{(kind, variant, jit): {config: train ms}}` for the growth."""
+    rows, fits, train_times = [], [], {}
+    for kind in args.kinds:
+        if "step" in args.paths and not args.markdown:
+            print("\n" + plain_line(HEADER))
+        for config in args.configs:
+            medians = {}
+            if "step" in args.paths:
+                new_rows, medians = bench(kind, config, args, roof, env)
+                rows += new_rows
+                if args.markdown:
+                    print(f"{kind} {format_config(config)} done", file=progress)
+                else:
+                    print("\n".join(plain_line(cells(row)) for row in new_rows))
+            times = {key: train for key, (train, _) in medians.items()}
+            if "fit" in args.paths:
+                new_fits, fit_medians = fit_rows(
+                    kind, config, args, times.get(TORCH)
+                )
+                fits += new_fits
+                times.update(
+                    {
+                        (f"fit {v}", jit): ms
+                        for (v, jit), ms in fit_medians.items()
+                    }
+                )
+            for (name, jit), train in times.items():
+                train_times.setdefault((kind, name, jit), {})[config] = train
+    return rows, fits, train_times
+
+
+FIT_WIDTHS = [9, 14, 4, 16, 8, 6, 8]
+
+
+def fit_line(values):
+    return " ".join(
+        f"{v:<{w}}" if i in (0, 3) else f"{v:>{w}}"
+        for i, (v, w) in enumerate(zip(values, FIT_WIDTHS))
+    )
+
+
+def print_fit_table(fits, markdown):
+    line = markdown_line if markdown else fit_line
+    print(
+        "\nThe user's path: train_on_batch of Input -> layer -> Dense(1), "
+        'compile(optimizer="adam", loss="mse"), jit_compile auto (no XLA '
+        "on a CPU) or True; vs blt: / the built-in with the same "
+        "jit_compile; vs torch: / PyTorch's training step"
+    )
+    print(line(FIT_HEADER))
+    if markdown:
+        print(line(["---"] * len(FIT_HEADER)))
+    print("\n".join(line(row) for row in fits))
+
+
 def main():
     args = parse_args()
+    if args.onednn != "default":
+        sys.exit(run_onednn_children(args.onednn))
     if torch is not None:
         torch.set_num_threads(CPUS)
     if args.memory_child:
@@ -521,6 +658,7 @@ def main():
     if torch is not None:
         versions += f", PyTorch {torch.__version__}"
     notes = [
+        _fit.machine(),
         f"{versions}, {CPUS} CPUs, load average {os.getloadavg()[0]:.2f} "
         "at start",
         f"median of {args.reps} interleaved repetitions, for T > 200 of "
@@ -530,31 +668,19 @@ def main():
     ]
     progress = sys.stderr if args.markdown else sys.stdout
     print("\n".join(notes), file=progress)
-    rows = []
-    train_times = {}
     memory = _memory.preload_env() if args.memory else contextlib.nullcontext()
     with memory as env:
-        for kind in args.kinds:
-            if not args.markdown:
-                print("\n" + plain_line(HEADER))
-            for config in args.configs:
-                new_rows, medians = bench(kind, config, args, roof, env)
-                rows += new_rows
-                if args.markdown:
-                    print(f"{kind} {format_config(config)} done", file=progress)
-                else:
-                    print("\n".join(plain_line(cells(row)) for row in new_rows))
-                for (name, jit), (train, _) in medians.items():
-                    train_times.setdefault((kind, name, jit), {})[config] = (
-                        train
-                    )
+        rows, fits, train_times = run_all(args, roof, env, progress)
     if args.markdown:
         print("\n".join(notes))
+    if args.markdown and rows:
         print()
         print(markdown_line(HEADER))
         print(markdown_line(["---"] * len(HEADER)))
         for row in rows:
             print(markdown_line(cells(row)))
+    if fits:
+        print_fit_table(fits, args.markdown)
     pairs = growth_pairs(args.configs)
     if pairs:
         print("\nTraining-time growth with the sequence length:")
