@@ -436,7 +436,7 @@ def growth_pairs(configs):
 
 def growth_lines(train_times, pairs, markdown):
     """Training-time growth of each variant between the pairs' lengths."""
-    header = ["layer", "variant", "xla"] + [
+    header = ["layer", "variant", "xla / jit"] + [
         f"T {a[1]}->{b[1]} (linear {b[1] / a[1]:g}x)" for a, b in pairs
     ]
     lines = []
@@ -449,11 +449,13 @@ def growth_lines(train_times, pairs, markdown):
                 growth.append(f"{ratio:.2f}x" + ("!" if over else ""))
             else:
                 growth.append("-")
-        lines.append([kind, name, xla_label(jit)] + growth)
+        # The fit path's jit_compile is "auto" (no XLA on a CPU) or True.
+        label = ("True" if jit else "auto") if name.startswith("fit") else None
+        lines.append([kind, name, label or xla_label(jit)] + growth)
     if markdown:
         rule = ["---"] * len(header)
         return [markdown_line(line) for line in [header, rule] + lines]
-    widths = [5, 20, 3] + [len(column) for column in header[3:]]
+    widths = [5, 20, 9] + [len(column) for column in header[3:]]
     return [
         " ".join(f"{v:>{w}}" for v, w in zip(line, widths))
         for line in [header] + lines
