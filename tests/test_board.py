@@ -535,3 +535,54 @@ def test_dashboard_in_headless_chromium(logs, tmp_path):
     finally:
         driver.quit()
         tensorboard.close()
+
+
+def test_dashboard_follows_new_steps_and_runs(tmp_path):
+    reason = missing_browser()
+    if reason:
+        if os.environ.get("KERAS_GATED_REQUIRE_BROWSER"):
+            pytest.fail(f"the browser test must run here, but {reason}")
+        pytest.skip(f"browser test skipped: {reason}")
+    rng = np.random.default_rng(2)
+    rows = rng.lognormal(size=(6, 20)).astype("float32")
+    tag = "timestep_gradients/lstm/inputs"
+    writer = summaries.SummaryWriter(tmp_path / "runs" / "live")
+    for step in range(3):
+        writer.tensors({tag: rows[step]}, step)
+    tensorboard = TensorBoardServer(str(tmp_path / "runs"))
+    driver = chromium()
+    try:
+        tensorboard.wait_for({"live": 2})
+        open_dashboard(driver, tensorboard.url)
+        wait_until(lambda: renders(driver, "profile-chart"))
+        assert renders(driver, "profile-chart")["series"][0]["step"] == 2
+
+        # Training goes on: the Refresh button (or the timer) follows it.
+        for step in range(3, 5):
+            writer.tensors({tag: rows[step]}, step)
+        tensorboard.wait_for({"live": 4})
+        driver.find_element("id", "refresh").click()
+        wait_until(
+            lambda: renders(driver, "profile-chart")["series"][0]["step"] == 4
+        )
+        drawn = chart_option(driver, "profile-chart")["series"][0]["data"]
+        np.testing.assert_array_equal(
+            np.float32([y for _, y in drawn]), rows[4]
+        )
+        assert driver.find_element("id", "profile-step-label").text == "step 4"
+
+        # A new run: the view is rebuilt with it on the chart.
+        other = summaries.SummaryWriter(tmp_path / "runs" / "second")
+        other.tensors({tag: rows[5]}, 0)
+        other.close()
+        tensorboard.wait_for({"live": 4, "second": 0})
+        driver.find_element("id", "refresh").click()
+        wait_until(lambda: len(renders(driver, "profile-chart")["series"]) == 2)
+        names = [
+            s["name"] for s in chart_option(driver, "profile-chart")["series"]
+        ]
+        assert sorted(names) == ["live · lstm", "second · lstm"]
+    finally:
+        writer.close()
+        driver.quit()
+        tensorboard.close()

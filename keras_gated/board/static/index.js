@@ -255,6 +255,9 @@ function profileView(root) {
     });
   };
   const reload = (step) => load(step).catch(message.show);
+  // New data: follow the latest step if the slider is there.
+  state.refresh = () => reload(Number(slider.value) === Number(slider.max) ?
+      undefined : steps[Number(slider.value)]);
   quantity.addEventListener('change', () => reload());
   slider.addEventListener('input', () => reload(steps[Number(slider.value)]));
   logAxis.addEventListener('change', plot);
@@ -349,6 +352,7 @@ function heatmapView(root) {
   });
   fillQuantities();
   quantity.addEventListener('change', () => load().catch(message.show));
+  state.refresh = () => load().catch(message.show);
   root.append(element('div', {class: 'bar'}, [
     labelled('Run', controls.run), labelled('Layer', controls.layer),
     labelled('Quantity', quantity)]), message, chart, note);
@@ -424,6 +428,7 @@ function gatesView(root) {
     await Promise.all(jobs);
   };
   const controls = runLayerControls('gates', () => load().catch(message.show));
+  state.refresh = () => load().catch(message.show);
   slider.addEventListener('input', () => loadSequence(
       sequenceSteps[Number(slider.value)], layerCurrent).catch(message.show));
   root.append(element('div', {class: 'bar'}, [
@@ -431,6 +436,8 @@ function gatesView(root) {
     labelled('Probe sequence step', slider), stepLabel]), message, grid);
   return load();
 }
+
+const REFRESH_SECONDS = 30;
 
 const VIEWS = {Profile: profileView, Heatmap: heatmapView, Gates: gatesView};
 
@@ -459,6 +466,7 @@ export async function render() {
   }
   let opened = 0;
   const open = (name) => {
+    state.refresh = null;
     for (const button of views.children) {
       button.classList.toggle('active', button.textContent === name);
     }
@@ -476,5 +484,37 @@ export async function render() {
     button.addEventListener('click', () => open(name));
     views.appendChild(button);
   }
+  views.appendChild(refreshControls(open));
   open('Profile');
+}
+
+// What the menus list: the runs and their layers' names, not their steps.
+function menus(runs) {
+  return JSON.stringify(runs.map((run) => [run.run, run.layers]));
+}
+
+// New steps arrive while a model trains: look for them now and then (and on
+// the Refresh button), and redraw the view with the choices kept; new runs
+// or layers rebuild it, so that its menus list them.
+function refreshControls(open) {
+  const button = element('button', {id: 'refresh', text: 'Refresh'});
+  const auto = element('input', {id: 'auto-refresh', type: 'checkbox'});
+  auto.checked = true;
+  state.checkForNewData = async () => {
+    const runs = (await route('runs')).runs;
+    if (JSON.stringify(runs) === JSON.stringify(state.runs)) return false;
+    const rebuild = menus(runs) !== menus(state.runs);
+    state.runs = runs;
+    if (rebuild) open(state.view);
+    else await state.refresh?.();
+    return true;
+  };
+  button.addEventListener('click', () => state.checkForNewData());
+  setInterval(() => {
+    if (auto.checked && !document.hidden) {
+      state.checkForNewData().catch(() => null);
+    }
+  }, REFRESH_SECONDS * 1000);
+  return element('span', {class: 'bar'}, [button,
+    labelled(`every ${REFRESH_SECONDS} s`, auto)]);
 }
