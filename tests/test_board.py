@@ -438,6 +438,26 @@ def chart_option(driver, chart):
     )
 
 
+def hovered_values(driver):
+    """`(timestep, {line name: value})` of the profile chart's tooltip, or
+    `None` while none shows. Its text: the timestep, then each line's name
+    and value on lines of their own."""
+    text = driver.execute_script(
+        "return document.getElementById('profile-chart').innerText"
+    )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) < 3:
+        return None
+    values = {
+        name: float(value)
+        for name, value in zip(lines[1::2], lines[2::2])
+        if " · " in name
+    }
+    if not lines[0].startswith("timestep "):
+        return None
+    return int(lines[0].split()[1]), values
+
+
 def screenshot(driver, tmp_path, name):
     driver.switch_to.default_content()
     path = tmp_path / f"{name}.png"
@@ -456,6 +476,7 @@ def test_dashboard_in_headless_chromium(logs, tmp_path):
         if os.environ.get("KERAS_GATED_REQUIRE_BROWSER"):
             pytest.fail(f"the browser test must run here, but {reason}")
         pytest.skip(f"browser test skipped: {reason}")
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
@@ -481,6 +502,17 @@ def test_dashboard_in_headless_chromium(logs, tmp_path):
             np.float32([y for _, y in drawn]), arrays[-1]
         )
         screenshot(driver, tmp_path, "profile")
+
+        # Hovering shows each line's value at the timestep under the mouse.
+        ActionChains(driver).move_to_element(
+            driver.find_element("id", "profile-chart")
+        ).perform()
+        timestep, shown = wait_until(lambda: hovered_values(driver))
+        assert set(shown) == set(names)
+        for name, value in shown.items():
+            drawn = option["series"][names.index(name)]["data"]
+            # Seven significant digits of the value at that timestep.
+            np.testing.assert_allclose(value, drawn[timestep][1], rtol=5e-7)
 
         # Move the step slider to the first step: the lines change.
         driver.find_element("id", "profile-step").send_keys(Keys.HOME)

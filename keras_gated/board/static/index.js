@@ -243,7 +243,9 @@ function profileView(root) {
       grid: {left: 70, right: 30, top: 70, bottom: 70},
       tooltip: {trigger: 'axis', valueFormatter: format},
       xAxis: {type: 'value', name: 'timestep t', nameLocation: 'middle',
-        nameGap: 25, min: 'dataMin', max: 'dataMax'},
+        nameGap: 25, min: 'dataMin', max: 'dataMax',
+        axisPointer: {label: {formatter: ({value}) =>
+          `timestep ${Math.round(value)}`}}},
       yAxis: {type: log ? 'log' : 'value', name: 'value',
         axisLabel: {formatter: tick}},
       dataZoom: [{type: 'inside'}, {type: 'slider', bottom: 8}],
