@@ -186,7 +186,9 @@ def main(argv=None):
     print("\nfigures:")
     for path in figures:
         print(f"  {path}")
-    print("\nview the runs in TensorBoard:")
+    print(
+        "\nview the runs in TensorBoard (its Timesteps tab for the gradients):"
+    )
     print(f"  tensorboard --logdir {os.path.join(args.out, 'logs', args.task)}")
     return 0
 
