@@ -23,7 +23,7 @@ browser:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "Installing chromium and chromium-driver for the dashboard's browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+			apt-get install -y -qq chromium chromium-driver >/dev/null \
 			|| echo "Could not install chromium: the browser test will be skipped"; \
 	else echo "No chromium, and no root apt-get to install it: the browser test will be skipped"; fi
 
