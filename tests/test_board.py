@@ -470,12 +470,18 @@ def screenshot(driver, tmp_path, name):
     driver.switch_to.frame(driver.find_elements("css selector", "iframe")[0])
 
 
-def test_dashboard_in_headless_chromium(logs, tmp_path):
+def require_browser():
+    """Skips, saying why, where no browser can run; fails instead where
+    `make test` installed one (KERAS_GATED_REQUIRE_BROWSER)."""
     reason = missing_browser()
     if reason:
         if os.environ.get("KERAS_GATED_REQUIRE_BROWSER"):
             pytest.fail(f"the browser test must run here, but {reason}")
         pytest.skip(f"browser test skipped: {reason}")
+
+
+def test_dashboard_in_headless_chromium(logs, tmp_path):
+    require_browser()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -570,11 +576,7 @@ def test_dashboard_in_headless_chromium(logs, tmp_path):
 
 
 def test_dashboard_follows_new_steps_and_runs(tmp_path):
-    reason = missing_browser()
-    if reason:
-        if os.environ.get("KERAS_GATED_REQUIRE_BROWSER"):
-            pytest.fail(f"the browser test must run here, but {reason}")
-        pytest.skip(f"browser test skipped: {reason}")
+    require_browser()
     rng = np.random.default_rng(2)
     rows = rng.lognormal(size=(6, 20)).astype("float32")
     tag = "timestep_gradients/lstm/inputs"

@@ -121,6 +121,11 @@ def by_step(pairs):
     return steps, [latest[step] for step in steps]
 
 
+def union_of_steps(series):
+    """The sorted steps that any of the `(steps, arrays)` series logged."""
+    return sorted({step for steps, _ in series for step in steps})
+
+
 def stack_rows(arrays):
     """`(len(arrays), longest)` float array of 1D arrays, NaN-padded (the
     length of a run's sequences may change between logged steps)."""

@@ -261,13 +261,8 @@ class TimestepsPlugin(base_plugin.TBPlugin):
                 == (data.PROFILE_KIND, quantity)
             ],
         )
-        all_steps = sorted(
-            {
-                logged
-                for by_tag in read.values()
-                for steps, _ in by_tag.values()
-                for logged in steps
-            }
+        all_steps = data.union_of_steps(
+            series for by_tag in read.values() for series in by_tag.values()
         )
         series = []
         for run in sorted(read):
@@ -310,21 +305,19 @@ class TimestepsPlugin(base_plugin.TBPlugin):
         run = _argument(request, "run")
         layer = _argument(request, "layer")
         step = _argument(request, "step", int, default=-1)
-        prefix = f"{data.GATE_SEQUENCE_KIND}/{layer}/"
         listed = self._tags(request)
         wanted = [
             (run, tag)
             for tag in listed.get(run, {})
-            if tag.startswith(prefix) and "/" not in tag[len(prefix) :]
+            if (data.parse_tag(tag) or ())[:2]
+            == (data.GATE_SEQUENCE_KIND, layer)
         ]
         found = self._read(request, listed, wanted).get(run, {})
         if not found:
             raise errors.NotFoundError(
                 f"No gate sequences for run {run!r}, layer {layer!r}"
             )
-        steps = sorted(
-            {logged for tag_steps, _ in found.values() for logged in tag_steps}
-        )
+        steps = data.union_of_steps(found.values())
         chosen = steps[data.at_step(steps, None if step < 0 else step)]
         gates = {}
         for tag, (tag_steps, values) in sorted(found.items()):
@@ -332,7 +325,7 @@ class TimestepsPlugin(base_plugin.TBPlugin):
             reduced, units, timesteps = data.block_mean(
                 np.atleast_2d(values[index]), MAX_UNITS, MAX_COLUMNS
             )
-            gates[tag[len(prefix) :]] = {
+            gates[data.parse_tag(tag)[2]] = {
                 "values": data.json_values(reduced),
                 "units": units.tolist(),
                 "timesteps": timesteps.tolist(),
