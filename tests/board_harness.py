@@ -162,8 +162,10 @@ def open_dashboard(driver, url):
     driver.get(f"{url}/#keras_gated")
     frame = wait_until(lambda: driver.find_elements("css selector", "iframe"))
     driver.switch_to.frame(frame[0])
+    # A boolean, not the object: the object holds ECharts instances, whose
+    # circular references newer chromedrivers refuse to serialise.
     wait_until(
-        lambda: driver.execute_script("return window.timestepsDashboard")
+        lambda: driver.execute_script("return !!window.timestepsDashboard")
     )
 
 
