@@ -132,8 +132,9 @@ def export_saved_model(
     Raises:
         ValueError: for an invalid argument, a model that is not built, an
             `input_signature` that does not match the model's inputs, an
-            existing `path` that is not a SavedModel directory, or a `path`
-            below a file.
+            existing `path` that is not a SavedModel directory, a `path`
+            below a file, or a Keras backend other than TensorFlow (the
+            error says how to export from a TensorFlow process).
         FileExistsError: if `path` exists and `overwrite=False`.
 
     Example:
@@ -151,6 +152,7 @@ def export_saved_model(
     >>> out["lstm/forget"].shape
     TensorShape([3, 20, 8])
     """
+    _check_backend()
     _check_model(model)
     target = _check_path(path)
     gates = check_bool("gates", gates)
@@ -227,6 +229,19 @@ def load_saved_model(path):
             f"The SavedModel at path '{target}' is corrupted or unreadable: "
             f"{type(error).__name__}: {error}"
         ) from error
+
+
+def _check_backend():
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            "export_saved_model traces the model into TensorFlow graphs and "
+            "needs Keras' TensorFlow backend. Received: KERAS_BACKEND="
+            f"'{backend}'. Save the model here with model.save('model.keras')"
+            ", then load and export it in a process started with "
+            "KERAS_BACKEND=tensorflow: the .keras file holds the same "
+            "weights on every backend."
+        )
 
 
 def _check_model(model):

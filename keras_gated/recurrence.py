@@ -3,14 +3,17 @@
 `run_recurrence` steps a cell's `step` (written in `keras.ops`) over an
 input projection computed for all timesteps at once, carrying the states
 over masked steps as `keras.layers.RNN` does, and records the state and
-gate sequences asked for. A Python loop drives it when `unroll=True`,
-TensorFlow's while loop (`keras_gated._tf.loop`) otherwise. It serves
+gate sequences asked for. A Python loop drives it when `unroll=True`;
+otherwise TensorFlow's while loop (`keras_gated._tf.loop`) on the
+TensorFlow backend, `keras.ops.scan` on the others (`lax.scan` on JAX,
+a loop autograd records on PyTorch). It serves
 whatever the fast path (`keras_gated._tf`) does not: other activations,
 recurrent dropout, `unroll`; and it is the reference the fast path is
 tested equal to. `masked_outputs` turns the recorded hidden states into
 the outputs Keras returns.
 """
 
+import keras
 from keras import ops
 
 
@@ -80,10 +83,12 @@ def run_recurrence(
 
     if unroll:
         driver = _unrolled
-    else:
+    elif keras.backend.backend() == "tensorflow":
         from keras_gated._tf import loop
 
         driver = loop.while_loop
+    else:
+        driver = _scanned
     final, sequences, gates = driver(
         step,
         projected,
@@ -112,6 +117,30 @@ def _unrolled(
         name: ops.stack([g[name] for g in gate_history]) for name in gate_names
     }
     return states, sequences, gates
+
+
+def _scanned(
+    step, projected, initial_states, mask, perturbations, record, gate_names
+):
+    """`keras.ops.scan` over time; the backend differentiates it."""
+    slices = {"x": projected}
+    if mask is not None:
+        slices["mask"] = mask
+    if perturbations:
+        slices["offsets"] = list(perturbations)
+
+    def body(states, t_slices):
+        states, gates = step(
+            t_slices["x"],
+            t_slices.get("mask"),
+            list(states),
+            t_slices.get("offsets"),
+        )
+        recorded = list(states) if record else []
+        return list(states), (recorded, {n: gates[n] for n in gate_names})
+
+    final, (sequences, gates) = ops.scan(body, list(initial_states), slices)
+    return list(final), list(sequences), dict(gates)
 
 
 def _output_keep(mask, zero_output_for_mask):

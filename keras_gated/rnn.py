@@ -7,7 +7,7 @@ is returned, the gate sequences included. The loop itself is reached
 through one hook, `inner_loop`: the TensorFlow fast path
 (`keras_gated._tf`) where it computes exactly what the cell's `step`
 computes, the portable loop over `step` (`keras_gated.recurrence`)
-otherwise. Both hand back the final states and batch-major sequences.
+otherwise, and always on the JAX and PyTorch backends. Both hand back the final states and batch-major sequences.
 """
 
 import keras
@@ -204,7 +204,13 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
     def _initial_state(self, sequences, initial_state):
         if initial_state is None:
             if self.stateful:
-                return self.states
+                # Copies of their values: JAX's loops take arrays, not
+                # variables, and PyTorch's autograd must not see the
+                # variables change when the final states are kept.
+                return [
+                    ops.copy(ops.cast(state, self.compute_dtype))
+                    for state in self.states
+                ]
             return self.get_initial_state(ops.shape(sequences)[0])
         if not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
@@ -318,11 +324,7 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
             projected = cell.project_inputs(inputs, input_mask, add_bias=False)
             if step_probe is not None:
                 projected = projected + step_probe
-        description = None
-        if not self.unroll and recurrent_mask is None:
-            from keras_gated import _tf
-
-            description = _tf.describe(cell)
+        description = self._fast_path(recurrent_mask)
         if description is None:
             if projected is None:
                 projected = cell.project_inputs(inputs)
@@ -339,6 +341,8 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
             }
             if projected is None:
                 weights["input_kernel"] = cell.kernel
+            from keras_gated import _tf
+
             states, sequences = _tf.run(
                 description,
                 inputs if projected is None else projected,
@@ -361,6 +365,20 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
                 },
             )
         return states, sequences
+
+    def _fast_path(self, recurrent_mask):
+        """The TensorFlow fast path's description of the cell, or None:
+        off TensorFlow, with `unroll`, recurrent dropout, or a cell it does
+        not describe (other activations)."""
+        if (
+            self.unroll
+            or recurrent_mask is not None
+            or keras.backend.backend() != "tensorflow"
+        ):
+            return None
+        from keras_gated import _tf
+
+        return _tf.describe(self.cell)
 
     def _portable_loop(
         self, projected, initial_state, mask, probes, dropout, wanted
@@ -395,9 +413,18 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
             for name, sequence in sequences.items()
         }
 
+    def _repeats_state(self):
+        """Whether a masked step outputs the carried state h, as Keras'
+        JAX backend does in its scan (`unroll=False`): before the first
+        valid step that is the initial state, where the other backends,
+        and JAX's unrolled loop, output zeros."""
+        return keras.backend.backend() == "jax" and not self.unroll
+
     def _assemble(self, states, sequences, mask):
         """What the layer returns: outputs, states, gates, as asked."""
         zero_output = self._zero_output_for_mask
+        if mask is not None and not zero_output and self._repeats_state():
+            mask = None
         if self.return_sequences:
             output = masked_outputs(sequences["hidden"], mask, zero_output)
         else:
