@@ -31,9 +31,18 @@ browser:
 # layers' loops for each new shape, one core at a time.
 TEST_WORKERS ?= 2
 
+# The whole suite runs on TensorFlow; then, one process per backend, the
+# tests marked `backends` run on JAX and PyTorch (tests/conftest.py).
+OTHER_BACKENDS ?= jax torch
+
 test: $(STAMP) browser
 	TF_CPP_MIN_LOG_LEVEL=2 KERAS_GATED_REQUIRE_BROWSER=$$(command -v chromium >/dev/null && command -v chromedriver >/dev/null && echo 1) \
 		$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	for backend in $(OTHER_BACKENDS); do \
+		echo "== KERAS_BACKEND=$$backend"; \
+		TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=$$backend \
+			$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) || exit 1; \
+	done
 
 # The adding problem at T=100: SimpleRNN, LSTM, GRU and our two layers.
 demo: $(STAMP)

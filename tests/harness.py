@@ -44,6 +44,10 @@ def split_gates_output(layer, outputs):
 
 
 def to_numpy(value):
+    if hasattr(value, "detach"):
+        # A torch tensor, which may require grad or be bfloat16: Keras'
+        # conversion handles both.
+        return np.asarray(keras.ops.convert_to_numpy(value.detach()))
     if hasattr(value, "numpy"):
         return np.asarray(value.numpy())
     return np.asarray(keras.ops.convert_to_numpy(value))
@@ -76,6 +80,95 @@ def reset_states(*layers):
     for layer in layers:
         if getattr(layer, "stateful", False):
             layer.reset_state()
+
+
+def gradients(loss_fn, variables=(), tensors=()):
+    """d loss_fn(*tensors) / d (variables, tensors) on Keras' backend.
+
+    `loss_fn` computes a scalar from the input `tensors` and any Keras
+    variables it reads; the gradients come back in the order
+    `[*variables, *tensors]`, by the backend's own autodiff: a
+    `tf.GradientTape`, `jax.grad` with the variables' values substituted
+    through a `keras.StatelessScope`, or `torch.autograd.grad`. An input
+    the loss does not depend on gets zeros.
+    """
+    variables, tensors = list(variables), list(tensors)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.convert_to_tensor(t) for t in tensors]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            loss = loss_fn(*tensors)
+        return tape.gradient(
+            loss,
+            variables + tensors,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+
+    def pure(values, tensors):
+        mapping = list(zip(variables, values, strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            return loss_fn(*tensors)
+
+    values = [keras.ops.convert_to_tensor(v) for v in variables]
+    tensors = [keras.ops.convert_to_tensor(t) for t in tensors]
+    if backend == "jax":
+        import jax
+
+        grads = jax.grad(pure, argnums=(0, 1))(values, tensors)
+        return [*grads[0], *grads[1]]
+    assert backend == "torch", backend
+    import torch
+
+    inputs = [t.detach().clone().requires_grad_(True) for t in values + tensors]
+    loss = pure(inputs[: len(values)], inputs[len(values) :])
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [
+        torch.zeros_like(t) if g is None else g
+        for t, g in zip(inputs, grads, strict=True)
+    ]
+
+
+def call(layer, inputs, mask, **kwargs):
+    """`layer(inputs, mask=mask, **kwargs)`, the mask left out when None.
+
+    A `keras.layers.RNN` (a built-in, or Keras' RNN around a cell) run
+    backwards, unrolled and masked fails on Keras' PyTorch backend: its
+    `rnn()` hands a tuple to `torch.flip`, whatever the cell (Keras' own
+    included). There the layer runs its loop instead (`unroll=False`),
+    which computes the same function.
+    """
+    implicit = getattr(inputs, "_keras_mask", None)
+    masked = mask is not None or implicit is not None
+    if (
+        keras.backend.backend() == "torch"
+        and isinstance(layer, keras.layers.RNN)
+        and layer.go_backwards
+        and layer.unroll
+        and masked
+    ):
+        layer.unroll = False
+        try:
+            return call(layer, inputs, mask, **kwargs)
+        finally:
+            layer.unroll = True
+    if mask is not None:
+        kwargs["mask"] = mask
+    return layer(inputs, **kwargs)
+
+
+def in_graph(forward):
+    """`forward` in a `tf.function`; a graph is TensorFlow's, so on any
+    other backend the calling test is skipped."""
+    import pytest
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a tf.function graph is TensorFlow's")
+    import tensorflow as tf
+
+    return tf.function(forward)
 
 
 def _first(outputs):

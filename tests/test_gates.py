@@ -7,9 +7,12 @@ Keras' own layers (whose weights our layers load unchanged).
 import keras
 import numpy as np
 import pytest
+from harness import to_numpy
 
 import keras_gated
 from keras_gated import gates
+
+pytestmark = pytest.mark.backends
 
 
 def test_gate_names_and_order():
@@ -114,4 +117,4 @@ def test_gru_order_matches_keras(block, expected, reset_after):
         np.ones((1, 1, 3), "float32"),
         initial_state=[np.ones((1, 2), "float32")],
     )
-    np.testing.assert_allclose(np.asarray(output), expected, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(output), expected, atol=1e-6)

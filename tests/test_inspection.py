@@ -9,9 +9,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import to_numpy
 
 import keras_gated
 from keras_gated import inspection
+
+pytestmark = pytest.mark.backends
+
+
+def assert_allclose(actual, expected, **kwargs):
+    """NumPy's check on any backend's tensors (PyTorch's may need grad)."""
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), **kwargs)
 
 
 def sigmoid(x):
@@ -162,7 +170,7 @@ def test_gate_twin_computes_what_the_layer_computes(layer):
     assert type(twin) is twin_class
     assert twin.return_gates and twin.go_backwards == layer.go_backwards
     twin_outputs, gates = twin(x)
-    np.testing.assert_allclose(twin_outputs, outputs, atol=1e-6)
+    assert_allclose(twin_outputs, outputs, atol=1e-6)
     assert list(gates) == list(twin.sequence_names)
     assert all(value.shape == (2, 5, 3) for value in gates.values())
 
@@ -232,7 +240,7 @@ def test_gate_outputs_of_a_builtin_lstm_match_numpy_with_masking():
     expected = numpy_lstm_gates(x, *lstm.get_weights(), mask=mask)
     assert set(gates) == {f"lstm/{name}" for name in expected}
     for name, value in expected.items():
-        np.testing.assert_allclose(gates[f"lstm/{name}"], value, atol=1e-5)
+        assert_allclose(gates[f"lstm/{name}"], value, atol=1e-5)
     np.testing.assert_array_equal(masks["lstm"], mask)
 
 
@@ -259,13 +267,11 @@ def test_gate_outputs_of_backward_layers_are_in_input_order():
     h = keras.ops.convert_to_numpy(bidi(x))
     gru_gates = numpy_gru_gates(h[:, ::-1], *gru.get_weights())
     for name in ("forget", "cell"):
-        np.testing.assert_allclose(
-            gates[f"bidi/forward/{name}"], forward[name], atol=1e-5
-        )
-        np.testing.assert_allclose(
+        assert_allclose(gates[f"bidi/forward/{name}"], forward[name], atol=1e-5)
+        assert_allclose(
             gates[f"bidi/backward/{name}"], backward[name][:, ::-1], atol=1e-5
         )
-    np.testing.assert_allclose(
+    assert_allclose(
         gates["gru/update"], gru_gates["update"][:, ::-1], atol=1e-5
     )
 
@@ -288,11 +294,10 @@ def test_gate_outputs_sees_the_inputs_inside_nested_models():
     deep = inner.get_layer("deep")
     seen = keras.ops.convert_to_numpy(inner.layers[0](x * 2.0))
     expected = numpy_lstm_gates(seen, *deep.get_weights())
-    np.testing.assert_allclose(
-        gates["inner/deep/output"], expected["output"], atol=1e-5
-    )
+    assert_allclose(gates["inner/deep/output"], expected["output"], atol=1e-5)
 
 
+@pytest.mark.tensorflow_only
 def test_gate_outputs_traces_in_tf_function_and_follows_weights():
     model = keras.Sequential(
         [keras.Input((4, 2)), keras.layers.GRU(3, name="gru")]
@@ -307,7 +312,7 @@ def test_gate_outputs_traces_in_tf_function_and_follows_weights():
 
     gru = model.get_layer("gru")
     expected = numpy_gru_gates(x, *gru.get_weights())["reset"]
-    np.testing.assert_allclose(second, expected, atol=1e-5)
+    assert_allclose(second, expected, atol=1e-5)
     assert not np.allclose(first, second)
     assert traced.experimental_get_tracing_count() == tracing_count
 
@@ -324,7 +329,7 @@ def test_gate_outputs_of_a_stateful_layer_start_from_its_states():
     kernel, recurrent_kernel, bias = lstm.get_weights()
     z = x[:, 0] @ kernel + h @ recurrent_kernel + bias
     forget = sigmoid(np.split(z, 4, axis=-1)[1])
-    np.testing.assert_allclose(gates["lstm/forget"][:, 0], forget, atol=1e-5)
+    assert_allclose(gates["lstm/forget"][:, 0], forget, atol=1e-5)
 
 
 def test_inspect_gates_returns_nested_numpy_dicts():
@@ -378,11 +383,9 @@ def test_simple_rnn_pre_activations_match_numpy_with_masking():
         "simple": ["pre_activation"],
         "ours": ["pre_activation"],
     }
-    np.testing.assert_allclose(
-        gates["simple"]["pre_activation"], expected, atol=1e-5
-    )
+    assert_allclose(gates["simple"]["pre_activation"], expected, atol=1e-5)
     h = keras.ops.convert_to_numpy(simple(x, mask=mask))
-    np.testing.assert_allclose(
+    assert_allclose(
         gates["ours"]["pre_activation"],
         numpy_simple_rnn_pre_activations(h, *ours.get_weights(), mask=mask),
         atol=1e-5,
@@ -417,16 +420,12 @@ def test_simple_rnn_pre_activations_backwards_and_bidirectional():
     h = keras.ops.convert_to_numpy(bidi(x))
     last = numpy_simple_rnn_pre_activations(h[:, ::-1], *back.get_weights())
     assert list(gates) == ["bidi/forward", "bidi/backward", "back"]
-    np.testing.assert_allclose(
-        gates["bidi/forward"]["pre_activation"], forward, atol=1e-5
-    )
+    assert_allclose(gates["bidi/forward"]["pre_activation"], forward, atol=1e-5)
     # Input time order: the backward halves' gates are flipped back.
-    np.testing.assert_allclose(
+    assert_allclose(
         gates["bidi/backward"]["pre_activation"], backward[:, ::-1], atol=1e-5
     )
-    np.testing.assert_allclose(
-        gates["back"]["pre_activation"], last[:, ::-1], atol=1e-5
-    )
+    assert_allclose(gates["back"]["pre_activation"], last[:, ::-1], atol=1e-5)
 
 
 class Subclassed(keras.Model):
@@ -445,9 +444,7 @@ def test_inspect_gates_of_an_unbuilt_subclassed_model():
     gates = keras_gated.inspect_gates(model, x)
 
     expected = numpy_lstm_gates(x, *model.lstm.get_weights())
-    np.testing.assert_allclose(
-        gates["lstm"]["input"], expected["input"], atol=1e-5
-    )
+    assert_allclose(gates["lstm"]["input"], expected["input"], atol=1e-5)
 
 
 def small_gated_model():
@@ -540,9 +537,7 @@ def test_accepted_inputs_still_give_keras_outputs():
             np.asarray(x, "float32"), *lstm.get_weights()
         )
         for name, value in expected.items():
-            np.testing.assert_allclose(
-                gates["lstm"][name], value, atol=1e-5, err_msg=name
-            )
+            assert_allclose(gates["lstm"][name], value, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("layer", [None, "lstm", keras.layers.Dense(2)])

@@ -13,8 +13,11 @@ import pathlib
 import unittest
 
 import keras
+import pytest
 
 import keras_gated
+
+pytestmark = pytest.mark.backends
 
 SUITES = ("lstm_test", "gru_test", "simple_rnn_test", "bidirectional_test")
 SUBSTITUTES = {

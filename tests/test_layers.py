@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from harness import assert_all_close
+from harness import call
+from harness import gradients
+from harness import in_graph
 from harness import random_weights
 from harness import run_builtin_config_test
 from harness import run_layer_test
@@ -21,6 +24,8 @@ from harness import split_gates_output
 from harness import to_numpy
 
 import keras_gated
+
+pytestmark = pytest.mark.backends
 
 BATCH, TIMESTEPS, FEATURES, UNITS = 3, 6, 4, 5
 INPUT_SHAPE = (BATCH, TIMESTEPS, FEATURES)
@@ -67,7 +72,8 @@ EXPLICIT_MASK = np.array(
 
 # --------------------------------------------------------------------------
 # Reference equations, written once over a tiny ops namespace so the same
-# code runs in NumPy (float64, for values) and in TensorFlow (for gradients).
+# code runs in NumPy (float64, for values) and in `keras.ops` on the
+# backend under test (for gradients).
 
 
 class NumPyOps:
@@ -87,18 +93,18 @@ class NumPyOps:
         return np.zeros(shape)
 
 
-class TensorFlowOps:
-    sigmoid = staticmethod(tf.sigmoid)
-    tanh = staticmethod(tf.tanh)
-    where = staticmethod(tf.where)
+class KerasOps:
+    sigmoid = staticmethod(keras.ops.sigmoid)
+    tanh = staticmethod(keras.ops.tanh)
+    where = staticmethod(keras.ops.where)
 
     @staticmethod
     def stack(values):
-        return tf.stack(values, axis=1)
+        return keras.ops.stack(values, axis=1)
 
     @staticmethod
     def zeros(shape):
-        return tf.zeros(shape)
+        return keras.ops.zeros(shape)
 
 
 def reference_rnn(
@@ -109,6 +115,7 @@ def reference_rnn(
     initial_state=None,
     go_backwards=False,
     ops=NumPyOps,
+    repeats_state=False,
 ):
     """The LSTM / GRU / vanilla RNN recurrence with Keras' masking rules.
 
@@ -118,7 +125,9 @@ def reference_rnn(
         weights: `[kernel, recurrent_kernel, bias]` in Keras' layout.
         mask: None or boolean `(batch, timesteps)`; a False step keeps the
             states, repeats the previous output (zeros before the first
-            valid step) and has zero gates.
+            valid step, or the initial state with `repeats_state`) and has
+            zero gates.
+        repeats_state: Keras' JAX backend's scan (`unroll=False`).
 
     Returns:
         A dict: "outputs" `(batch, timesteps, units)` and "gates" (dict of
@@ -134,7 +143,9 @@ def reference_rnn(
     else:
         states = list(initial_state)
     order = range(timesteps)[::-1] if go_backwards else range(timesteps)
-    previous_output = ops.zeros((batch, u))
+    # Keras outputs zeros at masked steps before the first valid one, but
+    # for its JAX backend's scan, which repeats the initial state there.
+    previous_output = states[0] if repeats_state else ops.zeros((batch, u))
     outputs, gate_steps = [], []
     for t in order:
         x_t = x[:, t]
@@ -252,10 +263,9 @@ def sequence_inputs(masking, seed=0):
     return x, EXPLICIT_MASK, EXPLICIT_MASK, x
 
 
-def call(layer, inputs, mask, **kwargs):
-    if mask is None:
-        return layer(inputs, **kwargs)
-    return layer(inputs, mask=mask, **kwargs)
+def jax_scan(unroll):
+    """Whether Keras' built-ins run JAX's scan here (see `reference_rnn`)."""
+    return keras.backend.backend() == "jax" and not unroll
 
 
 def float64_weights(layer):
@@ -460,19 +470,17 @@ def test_initial_state_from_model_inputs(cell):
 def _readouts(structure, seed=7):
     rng = np.random.default_rng(seed)
     return [
-        tf.constant(rng.standard_normal(t.shape).astype("float32"))
+        keras.ops.convert_to_tensor(
+            rng.standard_normal(t.shape).astype("float32")
+        )
         for t in keras.tree.flatten(structure)
     ]
 
 
 def _weighted_sum(structure, readouts):
-    return tf.add_n(
-        [
-            tf.reduce_sum(tf.cast(t, "float32") * r)
-            for t, r in zip(
-                keras.tree.flatten(structure), readouts, strict=True
-            )
-        ]
+    return sum(
+        keras.ops.sum(keras.ops.cast(t, "float32") * r)
+        for t, r in zip(keras.tree.flatten(structure), readouts, strict=True)
     )
 
 
@@ -494,27 +502,29 @@ def gradients_of_outputs(layers, x, mask, initial_state=None, **kwargs):
     """
     readouts = None
     initial_state = initial_state or []
-    gradients = []
+    all_gradients = []
     for layer in layers:
-        with tf.GradientTape() as tape:
-            tape.watch([x, *initial_state])
+
+        def loss(x, *initial_state, layer=layer):
+            nonlocal readouts
             outputs, _ = split_gates_output(
                 layer,
                 call(
                     layer,
                     x,
                     mask,
-                    initial_state=initial_state or None,
+                    initial_state=list(initial_state) or None,
                     **kwargs,
                 ),
             )
             if readouts is None:
                 readouts = _readouts(outputs)
-            loss = _weighted_sum(outputs, readouts)
-        gradients.append(
-            tape.gradient(loss, [*layer.trainable_weights, x, *initial_state])
+            return _weighted_sum(outputs, readouts)
+
+        all_gradients.append(
+            gradients(loss, layer.trainable_weights, [x, *initial_state])
         )
-    return gradients
+    return all_gradients
 
 
 @pytest.mark.parametrize(
@@ -538,9 +548,11 @@ def test_weight_gradients_match_builtin(
         unroll=unroll,
     )
     inputs, mask, _, _ = sequence_inputs(masking)
-    initial_state = [tf.constant(s) for s in random_initial_state(cell)]
+    initial_state = [
+        keras.ops.convert_to_tensor(s) for s in random_initial_state(cell)
+    ]
     expected, actual = gradients_of_outputs(
-        (builtin, ours), tf.constant(inputs), mask, initial_state
+        (builtin, ours), inputs, mask, initial_state
     )
     assert_gradients_close(actual, expected, "d loss / d weights, x, h0")
 
@@ -574,18 +586,21 @@ def test_options_match_builtin(cell, options, unroll):
         **options,
     )
     inputs, mask, _, _ = sequence_inputs("explicit")
-    initial_state = [tf.constant(s) for s in random_initial_state(cell)]
+    initial_state = [
+        keras.ops.convert_to_tensor(s) for s in random_initial_state(cell)
+    ]
     expected = call(builtin, inputs, mask, initial_state=initial_state)
     assert_all_close(
         call(ours, inputs, mask, initial_state=initial_state), expected
     )
     reference, actual, actual_gates = gradients_of_outputs(
-        (builtin, ours, ours_gates), tf.constant(inputs), mask, initial_state
+        (builtin, ours, ours_gates), inputs, mask, initial_state
     )
     assert_gradients_close(actual, reference, "gates off")
     assert_gradients_close(actual_gates, reference, "gates on")
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("masking", ["none", "explicit"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_xla_gradients_match_reference(cell, masking):
@@ -601,7 +616,7 @@ def test_xla_gradients_match_reference(cell, masking):
     x = tf.constant(x)
     weights = [tf.constant(w) for w in builtin.get_weights()]
     reference = reference_rnn(
-        cell, x, weights, mask=np_mask, go_backwards=True, ops=TensorFlowOps
+        cell, x, weights, mask=np_mask, go_backwards=True, ops=KerasOps
     )
     readouts = _readouts((reference["outputs"], reference["gates"]))
 
@@ -623,7 +638,7 @@ def test_xla_gradients_match_reference(cell, masking):
             weights,
             mask=np_mask,
             go_backwards=True,
-            ops=TensorFlowOps,
+            ops=KerasOps,
         )
         loss = _weighted_sum(
             (reference["outputs"], reference["gates"]), readouts
@@ -647,28 +662,27 @@ def test_gate_gradients_match_reference(cell, go_backwards, masking, unroll):
         unroll=unroll,
     )
     _, mask, np_mask, x = sequence_inputs(masking)
-    x = tf.constant(x)
-    weights = [tf.constant(w) for w in builtin.get_weights()]
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        outputs, gates = call(ours, x, mask)
-        readouts = _readouts((outputs, gates))
-        loss = _weighted_sum((outputs, gates), readouts)
-    actual = tape.gradient(loss, [*ours.trainable_weights, x])
-    with tf.GradientTape() as tape:
-        tape.watch([x, *weights])
+    readouts = _readouts(call(ours, x, mask))
+
+    def loss(x):
+        return _weighted_sum(call(ours, x, mask), readouts)
+
+    def reference_loss(x, *weights):
         reference = reference_rnn(
             cell,
             x,
             weights,
             mask=np_mask,
             go_backwards=go_backwards,
-            ops=TensorFlowOps,
+            ops=KerasOps,
         )
-        loss = _weighted_sum(
+        return _weighted_sum(
             (reference["outputs"], reference["gates"]), readouts
         )
-    expected = tape.gradient(loss, [*weights, x])
+
+    actual = gradients(loss, ours.trainable_weights, [x])
+    expected = gradients(reference_loss, (), [x, *builtin.get_weights()])
+    expected = expected[1:] + expected[:1]
     assert_gradients_close(actual, expected, "d gate loss / d weights")
 
 
@@ -710,7 +724,7 @@ def test_training_dropout_matches_builtin(cell, rates, run):
         def forward(x):
             return call(layer, x, mask, training=True)
 
-        return tf.function(forward) if run == "graph" else forward
+        return in_graph(forward) if run == "graph" else forward
 
     run_builtin, run_ours = runner(builtin), runner(ours)
     # Twice: each call draws fresh masks, in step with the built-in.
@@ -733,7 +747,7 @@ def test_training_dropout_gradients_match_builtin(cell, rates):
         seed=5,
         return_sequences=True,
     )
-    x = tf.constant(sequence_inputs("none")[0])
+    x = sequence_inputs("none")[0]
     expected, actual = gradients_of_outputs(
         (builtin, ours), x, EXPLICIT_MASK, training=True
     )
@@ -776,6 +790,7 @@ def test_gates_match_numpy(
         mask=np_mask,
         initial_state=initial_state,
         go_backwards=go_backwards,
+        repeats_state=jax_scan(unroll),
     )
     expected_outputs = reference[
         "outputs" if return_sequences else "last_output"
@@ -842,9 +857,13 @@ def test_gates_zero_at_masked_steps_and_cell_carries(cell, go_backwards):
         value = to_numpy(gates[name])
         np.testing.assert_array_equal(value[~processing_mask], 0.0, name)
         assert np.all(value[processing_mask] != 0.0), name
-    # The fully masked row keeps its initial state and outputs zeros.
+    # The fully masked row keeps its initial state and outputs zeros (its
+    # initial state on JAX, as Keras' scan there does).
     np.testing.assert_allclose(to_numpy(states[0])[2], initial_state[0][2])
-    np.testing.assert_array_equal(to_numpy(outputs)[2], 0.0)
+    expected = initial_state[0][2] if jax_scan(unroll=False) else 0.0
+    np.testing.assert_array_equal(
+        to_numpy(outputs)[2], np.broadcast_to(expected, (6, UNITS))
+    )
     if cell == "lstm":
         cell_state = to_numpy(gates["cell"])
         np.testing.assert_allclose(
