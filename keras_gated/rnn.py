@@ -7,7 +7,8 @@ is returned, the gate sequences included. The loop itself is reached
 through one hook, `inner_loop`: the TensorFlow fast path
 (`keras_gated._tf`) where it computes exactly what the cell's `step`
 computes, the portable loop over `step` (`keras_gated.recurrence`)
-otherwise, and always on the JAX and PyTorch backends. Both hand back the final states and batch-major sequences.
+otherwise, and always on the JAX and PyTorch backends. Both hand back
+the final states and batch-major sequences.
 """
 
 import keras
@@ -326,12 +327,27 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
                 projected = projected + step_probe
         description = self._fast_path(recurrent_mask)
         if description is None:
-            if projected is None:
+            # XLA on the CPU runs JAX's scan twice as fast projecting x_t
+            # inside each step as slicing a projection made ahead.
+            per_step = (
+                projected is None
+                and not probes
+                and keras.backend.backend() == "jax"
+            )
+            if per_step:
+                projected = inputs
+            elif projected is None:
                 projected = cell.project_inputs(inputs)
             elif cell.input_bias() is not None:
                 projected = projected + cell.input_bias()
             states, sequences = self._portable_loop(
-                projected, initial_state, mask, probes, recurrent_mask, wanted
+                projected,
+                initial_state,
+                mask,
+                probes,
+                recurrent_mask,
+                wanted,
+                per_step,
             )
         else:
             weights = {
@@ -381,10 +397,19 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
         return _tf.describe(self.cell)
 
     def _portable_loop(
-        self, projected, initial_state, mask, probes, dropout, wanted
+        self,
+        projected,
+        initial_state,
+        mask,
+        probes,
+        dropout,
+        wanted,
+        per_step=False,
     ):
         """The cell's own `step` in the generic loop (any activation,
-        recurrent dropout, `unroll`), recording the `wanted` sequences."""
+        recurrent dropout, `unroll`), recording the `wanted` sequences;
+        with `per_step`, `projected` holds the inputs and each step
+        projects its own."""
         recorded = [n for n in self.state_names if n in wanted]
         perturbations = []
         if probes:
@@ -394,6 +419,8 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
                 perturbations.append(probes.get(name, zeros))
 
         def step(x_t, states, offsets):
+            if per_step:
+                x_t = self.cell.project_inputs(x_t)
             return self.cell.step(x_t, states, dropout, offsets)
 
         states, recorded_sequences, gates = run_recurrence(
