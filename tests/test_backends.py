@@ -86,3 +86,28 @@ def test_export_needs_tensorflow(tmp_path):
     with pytest.raises(ValueError, match=f"KERAS_BACKEND='{BACKEND}'"):
         keras_gated.export_saved_model(model, tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.skipif(
+    BACKEND == "tensorflow", reason="Keras' TensorFlow backend loads it"
+)
+def test_layers_run_without_loading_tensorflow():
+    # TensorFlow is imported where it is used (the gradient tools, export),
+    # not by `import keras_gated` or the layers on another backend.
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import keras_gated
+        x = np.zeros((2, 3, 4), "float32")
+        for name in ("LSTM", "GRU", "SimpleRNN"):
+            getattr(keras_gated, name)(3, return_gates=True)(x)
+        assert "tensorflow" not in sys.modules, "tensorflow was imported"
+        for name in keras_gated.__all__:
+            getattr(keras_gated, name)
+        """
+    )
+    env = dict(os.environ, KERAS_BACKEND=BACKEND)
+    subprocess.run(
+        [sys.executable, "-c", script], env=env, check=True, timeout=300
+    )
