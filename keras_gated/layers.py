@@ -39,13 +39,14 @@ class _GatedLayer(GatedRNN):
 class LSTM(_GatedLayer):
     """Long Short-Term Memory layer whose gates you can watch.
 
-    A drop-in replacement for `keras.layers.LSTM` (TensorFlow backend): the
-    same arguments, the same weights (`kernel`, `recurrent_kernel`, `bias`
+    A drop-in replacement for `keras.layers.LSTM` on every Keras backend:
+    the same arguments, the same weights (`kernel`, `recurrent_kernel`, `bias`
     of the cell, gate order i, f, c, o), the same outputs to float32
     rounding, so `ours.set_weights(builtin.get_weights())` swaps it into a
     trained model. The equations are in `keras_gated.LSTMCell`; with
-    Keras' default activations the recurrence runs compiled, each step
-    projecting its input x_t together with the recurrent matmul (see
+    Keras' default activations the recurrence runs compiled on TensorFlow,
+    each step projecting its input x_t together with the recurrent matmul;
+    on JAX and PyTorch the cell's equations run in `keras.ops.scan` (see
     docs/architecture.md).
 
     With `return_gates=True` the layer also returns, as the last element of
@@ -222,8 +223,8 @@ class LSTM(_GatedLayer):
 class GRU(_GatedLayer):
     """Gated Recurrent Unit layer whose gates you can watch.
 
-    A drop-in replacement for `keras.layers.GRU` (TensorFlow backend): the
-    same arguments, the same weights (gate order z, r, h; with
+    A drop-in replacement for `keras.layers.GRU` on every Keras backend:
+    the same arguments, the same weights (gate order z, r, h; with
     `reset_after=True`, the default, a bias of shape `(2, 3 * units)`), the
     same outputs to float32 rounding. The equations, for both settings of
     `reset_after`, are in `keras_gated.GRUCell`.
@@ -390,14 +391,14 @@ class GRU(_GatedLayer):
 class SimpleRNN(GatedRNN):
     """Fully connected (vanilla) RNN layer that shows its pre-activations.
 
-    A drop-in replacement for `keras.layers.SimpleRNN` (TensorFlow
-    backend): the same arguments, the same weights (`kernel`
+    A drop-in replacement for `keras.layers.SimpleRNN` on every Keras
+    backend: the same arguments, the same weights (`kernel`
     `(features, units)`, `recurrent_kernel` `(units, units)`, `bias`
     `(units,)`), the same outputs to float32 rounding. It is the vanilla
     RNN of the theory, h_t = tanh(x_t W + h_{t-1} U + b) (equations in
-    `keras_gated.SimpleRNNCell`), run by the same compiled driver as our
-    LSTM and GRU, so the gradient logger and the comparisons measure it
-    exactly like them.
+    `keras_gated.SimpleRNNCell`), run by the same loops as our LSTM and
+    GRU on every backend, so the gradient logger and the comparisons
+    measure it exactly like them.
 
     A vanilla RNN has no gates. With `return_gates=True` the layer returns,
     as the last element of its outputs, the one sequence it has in their
