@@ -35,14 +35,17 @@ TEST_WORKERS ?= 2
 # tests marked `backends` run on JAX and PyTorch (tests/conftest.py).
 OTHER_BACKENDS ?= jax torch
 
+# Every backend runs even when one fails; the target fails if any did.
 test: $(STAMP) browser
+	@status=0; \
 	TF_CPP_MIN_LOG_LEVEL=2 KERAS_GATED_REQUIRE_BROWSER=$$(command -v chromium >/dev/null && command -v chromedriver >/dev/null && echo 1) \
-		$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+		$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) || status=1; \
 	for backend in $(OTHER_BACKENDS); do \
 		echo "== KERAS_BACKEND=$$backend"; \
 		TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=$$backend \
-			$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) || exit 1; \
-	done
+			$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) || status=1; \
+	done; \
+	exit $$status
 
 # The adding problem at T=100: SimpleRNN, LSTM, GRU and our two layers.
 demo: $(STAMP)

@@ -327,27 +327,14 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
                 projected = projected + step_probe
         description = self._fast_path(recurrent_mask)
         if description is None:
-            # XLA on the CPU runs JAX's scan twice as fast projecting x_t
-            # inside each step as slicing a projection made ahead.
-            per_step = (
-                projected is None
-                and not probes
-                and keras.backend.backend() == "jax"
-            )
-            if per_step:
-                projected = inputs
-            elif projected is None:
-                projected = cell.project_inputs(inputs)
-            elif cell.input_bias() is not None:
-                projected = projected + cell.input_bias()
             states, sequences = self._portable_loop(
+                inputs,
                 projected,
                 initial_state,
                 mask,
                 probes,
                 recurrent_mask,
                 wanted,
-                per_step,
             )
         else:
             weights = {
@@ -397,19 +384,26 @@ class GatedRNN(ProbedStates, StatefulStates, keras.layers.Layer):
         return _tf.describe(self.cell)
 
     def _portable_loop(
-        self,
-        projected,
-        initial_state,
-        mask,
-        probes,
-        dropout,
-        wanted,
-        per_step=False,
+        self, inputs, projected, initial_state, mask, probes, dropout, wanted
     ):
         """The cell's own `step` in the generic loop (any activation,
-        recurrent dropout, `unroll`), recording the `wanted` sequences;
-        with `per_step`, `projected` holds the inputs and each step
-        projects its own."""
+        recurrent dropout, `unroll`), recording the `wanted` sequences.
+
+        `projected` is the inputs' projection without bias, or None: then
+        the inputs are projected ahead, or on JAX by each step (XLA on the
+        CPU runs JAX's scan twice as fast projecting x_t inside each step
+        as slicing a projection made ahead)."""
+        per_step = (
+            projected is None
+            and not probes
+            and keras.backend.backend() == "jax"
+        )
+        if per_step:
+            projected = inputs
+        elif projected is None:
+            projected = self.cell.project_inputs(inputs)
+        elif self.cell.input_bias() is not None:
+            projected = projected + self.cell.input_bias()
         recorded = [n for n in self.state_names if n in wanted]
         perturbations = []
         if probes:
