@@ -1,7 +1,8 @@
 """The portable time loop of our sequence layers, over a cell's `step`.
 
 `run_recurrence` steps a cell's `step` (written in `keras.ops`) over an
-input projection computed for all timesteps at once, carrying the states
+input projection computed for all timesteps at once (on JAX, over the
+inputs, with a step that projects its own), carrying the states
 over masked steps as `keras.layers.RNN` does, and records the state and
 gate sequences asked for. A Python loop drives it when `unroll=True`;
 otherwise TensorFlow's while loop (`keras_gated._tf.loop`) on the
