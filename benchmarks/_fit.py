@@ -81,6 +81,23 @@ def machine():
     return f"{_cpu_model()}, {vector}, oneDNN {onednn} ({source})"
 
 
+def parse_configs(text):
+    """`"64,50,32,128;..."` -> `[(batch, timesteps, features, units), ...]`."""
+    configs = []
+    for item in text.split(";"):
+        try:
+            values = tuple(int(v) for v in item.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 4 or min(values) < 1:
+            raise ValueError(
+                "each configuration is four positive integers "
+                f"batch,timesteps,features,units. Received: {item!r}"
+            )
+        configs.append(values)
+    return configs
+
+
 def _model(make_layer, variant, shape, weights, jit):
     inputs = keras.Input(shape)
     layer = make_layer(variant)

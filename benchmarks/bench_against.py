@@ -24,6 +24,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _fit  # noqa: E402
 import bench_layers  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -105,7 +106,7 @@ def main():
         "--configs", default="64,50,32,128;64,200,32,128;32,1000,32,64"
     )
     args = parser.parse_args()
-    configs = bench_layers.parse_configs(args.configs)
+    configs = _fit.parse_configs(args.configs)
     jits = [jit == "on" for jit in args.jit.split(",")]
     with tempfile.TemporaryDirectory() as directory:
         packages = {"now": keras_gated, "then": import_ref(args.ref, directory)}

@@ -25,6 +25,7 @@ def _measure(kinds, configs, reps):
     sys.path.insert(0, HERE)
     import keras
     from _fit import fit_variants
+    from _fit import parse_configs
     from _fit import time_fit
 
     import keras_gated
@@ -32,7 +33,7 @@ def _measure(kinds, configs, reps):
     rows = []
     for kind in kinds:
         builtin, ours = getattr(keras.layers, kind), getattr(keras_gated, kind)
-        for config in configs:
+        for config in parse_configs(configs):
             calls = fit_variants(builtin, ours, config, jits=(False,))
             medians = time_fit(calls, reps)
             row = {"kind": kind, "config": list(config)}
@@ -41,13 +42,8 @@ def _measure(kinds, configs, reps):
     return rows
 
 
-def _parse_configs(text):
-    return [tuple(int(v) for v in item.split(",")) for item in text.split(";")]
-
-
 def _child(args):
-    configs = _parse_configs(args.configs)
-    rows = _measure(args.kinds.split(","), configs, args.reps)
+    rows = _measure(args.kinds.split(","), args.configs, args.reps)
     print("RESULT " + json.dumps(rows))
 
 
@@ -86,7 +82,9 @@ def main():
         return
     sys.path.insert(0, HERE)
     from _fit import machine
+    from _fit import parse_configs
 
+    parse_configs(args.configs)  # a bad --configs fails here, not per child
     print(machine())
     results = {}
     for backend in args.backends.split(","):

@@ -462,22 +462,6 @@ def growth_lines(train_times, pairs, markdown):
     ]
 
 
-def parse_configs(text):
-    configs = []
-    for item in text.split(";"):
-        try:
-            values = tuple(int(v) for v in item.split(","))
-        except ValueError:
-            values = ()
-        if len(values) != 4 or min(values) < 1:
-            raise ValueError(
-                "each configuration is four positive integers "
-                f"batch,timesteps,features,units. Received: {item!r}"
-            )
-        configs.append(values)
-    return configs
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repetitions")
@@ -518,7 +502,7 @@ def parse_args():
     )
     args = parser.parse_args()
     try:
-        args.configs = parse_configs(args.configs)
+        args.configs = _fit.parse_configs(args.configs)
     except ValueError as error:
         parser.error(str(error))
     if args.reps < 1:
