@@ -1,4 +1,4 @@
-"""The gradient of a recurrent layer, decomposed per timestep (TensorFlow).
+"""The gradient of a recurrent layer, decomposed per timestep.
 
 The three quantities of the background notes' section 1, computed from
 what a layer recorded under its probes (`probe_pre_activations`,
@@ -27,8 +27,10 @@ Every function works in processing order (time-major, as recorded) and
 hands back arrays indexed on the input's time axis.
 """
 
-import tensorflow as tf
+import keras
+from keras import ops
 
+from keras_gated import _autodiff
 from keras_gated.gates import split_gates
 
 WEIGHTS = ("kernel", "recurrent_kernel", "bias")
@@ -44,15 +46,23 @@ _CHUNK_ELEMENTS = 1 << 22
 
 def _input_order(values, layer):
     """`values` with time on axis 0, flipped back from processing order."""
-    return tf.reverse(values, [0]) if layer.go_backwards else values
+    return ops.flip(values, 0) if layer.go_backwards else values
 
 
 def scaled_norm(values, axes):
     """The L2 norm over `axes`, safe from overflow and underflow."""
-    scale = tf.reduce_max(tf.abs(values), axis=axes, keepdims=True)
-    safe = tf.where(scale > 0, scale, tf.ones_like(scale))
-    norm = tf.sqrt(tf.reduce_sum(tf.square(values / safe), axis=axes))
-    return tf.squeeze(safe, axis=axes) * norm
+    axes = tuple(axes)
+    scale = ops.max(ops.abs(values), axis=axes, keepdims=True)
+    safe = ops.where(scale > 0, scale, ops.ones_like(scale))
+    norm = ops.sqrt(ops.sum(ops.square(values / safe), axis=axes))
+    return ops.squeeze(safe, axis=axes) * norm
+
+
+def _map(function, structure):
+    """`function` applied to every tensor of `structure`; None stays None."""
+    return keras.tree.map_structure(
+        lambda value: None if value is None else function(value), structure
+    )
 
 
 def _blocks(tensor, names):
@@ -65,10 +75,12 @@ def _products(operands, gradients):
     `(timesteps, batch, features)` and gradients `(timesteps, batch, units)`
     (one of each per block)."""
     if all(operand is operands[0] for operand in operands):
-        return tf.einsum("tbf,tbj->tfj", operands[0], tf.concat(gradients, -1))
-    return tf.concat(
+        return ops.einsum(
+            "tbf,tbj->tfj", operands[0], ops.concatenate(gradients, -1)
+        )
+    return ops.concatenate(
         [
-            tf.einsum("tbf,tbj->tfj", operand, gradient)
+            ops.einsum("tbf,tbj->tfj", operand, gradient)
             for operand, gradient in zip(operands, gradients, strict=True)
         ],
         axis=-1,
@@ -88,7 +100,25 @@ def _product_norms(operands, gradients):
     static = operands[0].shape[0]
     if static is not None and static <= chunk:
         return scaled_norm(_products(operands, gradients), [1, 2])
-    timesteps = tf.shape(operands[0])[0]
+    if static is None:
+        return _mapped_product_norms(unique, index, gradients, chunk)
+
+    def norms(start):
+        pieces = [u[start : start + chunk] for u in unique]
+        grads = [g[start : start + chunk] for g in gradients]
+        return scaled_norm(_products([pieces[i] for i in index], grads), [1, 2])
+
+    return ops.concatenate(
+        [norms(start) for start in range(0, static, chunk)], axis=0
+    )
+
+
+def _mapped_product_norms(unique, index, gradients, chunk):
+    """`_product_norms` over a number of steps known only when a
+    TensorFlow graph runs: the chunks go through one `tf.map_fn`."""
+    import tensorflow as tf
+
+    timesteps = tf.shape(unique[0])[0]
     chunk = tf.minimum(chunk, timesteps)
     count = (timesteps + chunk - 1) // chunk
     padding = count * chunk - timesteps
@@ -115,8 +145,8 @@ def _previous_states(record):
     """h_{t-1} for every step: the initial state, then the recorded
     hidden states but the last."""
     hidden = record["sequences"]["hidden"]
-    initial = tf.cast(record["initial_state"], hidden.dtype)[tf.newaxis]
-    return tf.concat([initial, hidden[:-1]], axis=0)
+    initial = ops.cast(record["initial_state"], hidden.dtype)[None]
+    return ops.concatenate([initial, hidden[:-1]], axis=0)
 
 
 def _factors(cell, record, d_pre_activation):
@@ -124,15 +154,15 @@ def _factors(cell, record, d_pre_activation):
     time-major in processing order, in float32."""
 
     def f32(value):
-        return None if value is None else tf.cast(value, tf.float32)
+        return None if value is None else ops.cast(value, "float32")
 
     names = cell.gate_names
     gates = {n: f32(v) for n, v in record["sequences"].items()}
     d_pre = f32(d_pre_activation)
     d_recurrent = cell.recurrent_gradient(d_pre, gates)
     inputs = f32(record["inputs"])
-    input_mask = tf.nest.map_structure(f32, record["input_mask"])
-    recurrent_mask = tf.nest.map_structure(f32, record["recurrent_mask"])
+    input_mask = _map(f32, record["input_mask"])
+    recurrent_mask = _map(f32, record["recurrent_mask"])
     factors = {
         "kernel": (
             cell.input_operands(inputs, input_mask),
@@ -146,9 +176,9 @@ def _factors(cell, record, d_pre_activation):
         ),
     }
     if cell.use_bias:
-        rows = [tf.reduce_sum(d_pre, axis=1)]
+        rows = [ops.sum(d_pre, axis=1)]
         if cell.recurrent_bias() is not None:
-            rows.append(tf.reduce_sum(d_recurrent, axis=1))
+            rows.append(ops.sum(d_recurrent, axis=1))
         factors["bias"] = rows
     return factors
 
@@ -162,13 +192,14 @@ def _joined(calls):
     for weight in calls[0]:
         if weight == "bias":
             joined[weight] = [
-                tf.add_n(rows) for rows in zip(*(c[weight] for c in calls))
+                sum(rows[1:], rows[0])
+                for rows in zip(*(c[weight] for c in calls))
             ]
             continue
         operands, gradients = zip(*(c[weight] for c in calls))
         joined[weight] = (
-            [tf.concat(blocks, axis=1) for blocks in zip(*operands)],
-            [tf.concat(blocks, axis=1) for blocks in zip(*gradients)],
+            [ops.concatenate(blocks, axis=1) for blocks in zip(*operands)],
+            [ops.concatenate(blocks, axis=1) for blocks in zip(*gradients)],
         )
     return joined
 
@@ -191,7 +222,7 @@ def contribution_norms(layer, calls):
     norms = {}
     for weight, value in factors.items():
         if weight == "bias":
-            norm = scaled_norm(tf.stack(value, axis=1), [1, 2])
+            norm = scaled_norm(ops.stack(value, axis=1), [1, 2])
         else:
             norm = _product_norms(*value)
         norms[weight] = _input_order(norm, layer)
@@ -215,7 +246,7 @@ def contribution_matrices(layer, calls):
     matrices = {}
     for weight, value in factors.items():
         if weight == "bias":
-            matrix = value[0] if len(value) == 1 else tf.stack(value, axis=1)
+            matrix = value[0] if len(value) == 1 else ops.stack(value, axis=1)
         else:
             matrix = _products(*value)
         matrices[weight] = _input_order(matrix, layer)
@@ -237,14 +268,16 @@ def retention(layer, record):
         mean over the batch}`, each `(timesteps,)` in the input's time
         order; 1 at the last step processed.
     """
-    forget = tf.cast(record["sequences"]["forget"], tf.float32)
+    forget = ops.cast(record["sequences"]["forget"], "float32")
     mask = record["mask"]
     if mask is not None:
-        forget = tf.where(mask[..., tf.newaxis], forget, 1.0)
-    kept = tf.math.cumprod(forget, axis=0, exclusive=True, reverse=True)
-    per_unit = tf.sort(tf.reduce_mean(kept, axis=1), axis=-1)
+        forget = ops.where(mask[..., None], forget, 1.0)
+    # prod_{j>t} f_j: the reversed cumulative product, shifted by a step.
+    kept = ops.flip(ops.cumprod(ops.flip(forget, 0), axis=0), 0)
+    kept = ops.concatenate([kept[1:], ops.ones_like(kept[:1])], axis=0)
+    per_unit = ops.sort(ops.mean(kept, axis=1), axis=-1)
     units = per_unit.shape[-1]
-    values = {"retention": tf.reduce_mean(per_unit, axis=-1)}
+    values = {"retention": ops.mean(per_unit, axis=-1)}
     for key, quantile in RETENTION_QUANTILES.items():
         low = int((units - 1) * quantile)
         high = min(low + 1, units - 1)
@@ -258,10 +291,13 @@ def retention(layer, record):
 
 def _activation_slope(activation, values):
     """The derivative of an elementwise activation at `values`."""
-    with tf.GradientTape() as tape:
-        tape.watch(values)
-        outputs = activation(values)
-    return tape.gradient(outputs, values)
+
+    def total(sources):
+        watched = sources.source("values", values.shape, values.dtype)
+        return ops.sum(activation(watched)), None
+
+    slopes = _autodiff.gradients(total, initial={"values": values})[1]
+    return slopes["values"]
 
 
 def jacobian_norms(twin, sequences, initial_state, mask):
@@ -291,43 +327,38 @@ def jacobian_norms(twin, sequences, initial_state, mask):
     states = twin.state_names
     units = twin.cell.units
     rows = units * len(states)
-    batch = tf.shape(sequences)[0]
+    batch = ops.shape(sequences)[0]
 
     def tiled(value):
-        return None if value is None else tf.repeat(value, rows, axis=0)
+        return None if value is None else ops.repeat(value, rows, axis=0)
 
-    selectors = tf.tile(tf.eye(rows, dtype=tf.float32), [batch, 1])
-    probes = {
-        s: tf.zeros(
-            tf.concat([[batch * rows], tf.shape(sequences)[1:2], [units]], 0),
-            twin.compute_dtype,
-        )
-        for s in states
-    }
-    with tf.GradientTape() as tape:
-        tape.watch(probes)
+    selectors = ops.tile(ops.eye(rows, dtype="float32"), (batch, 1))
+    shape = (batch * rows, ops.shape(sequences)[1], units)
+
+    def forward(sources):
+        probes = {
+            s: sources.source(s, shape, twin.compute_dtype) for s in states
+        }
         with twin.probe_states(probes):
             outputs = twin(
                 tiled(sequences),
-                initial_state=tf.nest.map_structure(tiled, initial_state),
+                initial_state=_map(tiled, initial_state),
                 mask=tiled(mask),
                 training=False,
             )
-        finals = tf.concat(
-            [tf.cast(f, tf.float32) for f in outputs[1 : 1 + len(states)]], -1
+        finals = ops.concatenate(
+            [ops.cast(f, "float32") for f in outputs[1 : 1 + len(states)]], -1
         )
-        target = tf.reduce_sum(finals * selectors)
-    grads = {
-        s: tf.cast(g, tf.float32)
-        for s, g in tape.gradient(target, probes).items()
-    }
+        return ops.sum(finals * selectors), outputs[-1]
+
+    gates, grads, _ = _autodiff.gradients(forward)
+    grads = {s: ops.cast(grads[s], "float32") for s in states}
     if "cell" in states:
-        gates = outputs[-1]
-        factor = tf.cast(gates["output"], tf.float32) * _activation_slope(
-            twin.cell.activation, tf.cast(gates["cell"], tf.float32)
+        factor = ops.cast(gates["output"], "float32") * _activation_slope(
+            twin.cell.activation, ops.cast(gates["cell"], "float32")
         )
         if twin.go_backwards:
-            factor = tf.reverse(factor, [1])
+            factor = ops.flip(factor, 1)
         grads["cell"] = grads["cell"] - grads["hidden"] * factor
     return _jacobian_summaries(grads, states, units, batch)
 
@@ -335,14 +366,14 @@ def jacobian_norms(twin, sequences, initial_state, mask):
 def _jacobian_summaries(grads, states, units, batch):
     summaries = {}
     for position, state in enumerate(states):
-        rows = tf.reshape(grads[state], [batch, len(states), units, -1, units])
+        rows = ops.reshape(grads[state], (batch, len(states), units, -1, units))
         # (batch, timesteps, rows of the state's own Jacobian, units)
-        matrices = tf.transpose(rows[:, position], [0, 2, 1, 3])
+        matrices = ops.transpose(rows[:, position], (0, 2, 1, 3))
         frobenius = scaled_norm(matrices, [2, 3])
-        scale = tf.reduce_max(tf.abs(matrices), axis=[2, 3], keepdims=True)
-        scale = tf.where(scale > 0, scale, tf.ones_like(scale))
-        spectral = tf.linalg.svd(matrices / scale, compute_uv=False)[..., 0]
+        scale = ops.max(ops.abs(matrices), axis=(2, 3), keepdims=True)
+        scale = ops.where(scale > 0, scale, ops.ones_like(scale))
+        spectral = ops.svd(matrices / scale, compute_uv=False)[..., 0]
         spectral = spectral * scale[..., 0, 0]
-        summaries[f"jacobian_{state}"] = tf.reduce_mean(frobenius, 0)
-        summaries[f"jacobian_{state}_spectral"] = tf.reduce_mean(spectral, 0)
+        summaries[f"jacobian_{state}"] = ops.mean(frobenius, 0)
+        summaries[f"jacobian_{state}_spectral"] = ops.mean(spectral, 0)
     return summaries

@@ -14,7 +14,8 @@ each timestep? `timestep_gradients` answers with one norm per timestep:
   through the layer's `probe_states`. Keras' built-ins offer no way in to
   their states, so they get `"inputs"` only.
 
-The module uses `tf.GradientTape` and so is TensorFlow-only.
+The gradients are the backend's own (`keras_gated._autodiff`): the
+measurements run on TensorFlow, JAX and PyTorch alike.
 """
 
 import inspect
@@ -22,8 +23,9 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from keras_gated import _autodiff
 from keras_gated import decomposition
 from keras_gated import inspection
 from keras_gated._validation import check_bool
@@ -107,19 +109,10 @@ def _compute_loss(model, x, y, y_pred, sample_weight, training):
     )
 
 
-def _graph(tensor):
-    # None for eager tensors, whose `graph` raises AttributeError.
-    return getattr(tensor, "graph", None)
-
-
 def _norm_over_time(gradient):
     """L2 norm over every axis but the time axis 1, safe from overflow."""
-    axes = [0] + list(range(2, gradient.shape.rank))
-    scale = tf.reduce_max(tf.abs(gradient), axis=axes)
-    safe_scale = tf.where(scale > 0, scale, tf.ones_like(scale))
-    shape = [1, -1] + [1] * (gradient.shape.rank - 2)
-    scaled = gradient / tf.reshape(safe_scale, shape)
-    return safe_scale * tf.sqrt(tf.reduce_sum(tf.square(scaled), axis=axes))
+    axes = (0,) + tuple(range(2, len(gradient.shape)))
+    return decomposition.scaled_norm(gradient, axes)
 
 
 class _LayerProbe:
@@ -129,12 +122,13 @@ class _LayerProbe:
     replaced, for the pass, by its gate twin (`inspection.cached_twin`,
     holding the layer's current weights), which computes the same
     function and takes the probes; any other recurrent layer gets the
-    input probe only.
+    input probe only. The probes are the pass's `_autodiff.Sources`, keyed
+    `(name, "inputs")`, `(name, state)` and `(name, "steps", call)`.
     """
 
-    def __init__(self, name, layer, tape):
-        self.name, self.layer, self.tape = name, layer, tape
-        self.target = measured_layer(layer)
+    def __init__(self, name, layer, target, sources):
+        self.name, self.layer, self.sources = name, layer, sources
+        self.target = target
         self.probes = None
         self.calls = []
         self.arguments = None
@@ -146,15 +140,20 @@ class _LayerProbe:
             sequences
         ):
             return
-        self.probes = {"inputs": tf.zeros_like(sequences)}
+        source = self.sources.source
+        self.probes = {
+            "inputs": source(
+                (self.name, "inputs"), ops.shape(sequences), sequences.dtype
+            )
+        }
         self.calls = []
-        shape = tf.shape(sequences)[:2]
+        shape = tuple(ops.shape(sequences)[:2])
         for state in state_quantities(self.target):
-            self.probes[state] = tf.zeros(
-                tf.concat([shape, [self.target.cell.units]], 0),
+            self.probes[state] = source(
+                (self.name, state),
+                shape + (self.target.cell.units,),
                 sequences.dtype,
             )
-        self.tape.watch(list(self.probes.values()))
 
     def hook(self, call, *args, **kwargs):
         sequences, initial_state, mask, training = inspection.call_arguments(
@@ -172,7 +171,7 @@ class _LayerProbe:
         if initial_state is None and getattr(self.layer, "stateful", False):
             initial_state = list(self.layer.states)
         if mask is not None:
-            mask = tf.cast(keras.tree.flatten(mask)[0], "bool")
+            mask = ops.cast(keras.tree.flatten(mask)[0], "bool")
         self.arguments = (sequences, initial_state, mask)
         self._add_call(sequences)
         states = {s: self.probes[s] for s in state_quantities(self.target)}
@@ -190,14 +189,28 @@ class _LayerProbe:
         return rest[0] if len(rest) == 1 else tuple(rest)
 
     def _add_call(self, sequences):
-        """A new pre-activation probe for this call, watched, and its
-        record, in `calls`."""
+        """A new pre-activation probe for this call, and its record, in
+        `calls`."""
         cell = self.target.cell
         width = len(cell.gate_names) * cell.units
-        shape = tf.concat([tf.shape(sequences)[:2], [width]], 0)
-        step_probe = tf.zeros(shape, sequences.dtype)
-        self.tape.watch(step_probe)
-        self.calls.append((step_probe, {}))
+        shape = tuple(ops.shape(sequences)[:2]) + (width,)
+        key = (self.name, "steps", len(self.calls))
+        self.calls.append(
+            (self.sources.source(key, shape, sequences.dtype), {})
+        )
+
+    def recorded(self):
+        """What the pass recorded: the call's arguments and records."""
+        return self.arguments, [record for _, record in self.calls]
+
+    def restore(self, recorded):
+        """Takes back `recorded` as the differentiation returned it (the
+        same tensors, or concrete arrays where the pass was traced)."""
+        self.arguments, records = recorded
+        self.calls = [
+            (probe, record)
+            for (probe, _), record in zip(self.calls, records, strict=True)
+        ]
 
     def step_gradients(self, gradients):
         """`(record, dL/dz time-major in processing order)` per call."""
@@ -206,6 +219,11 @@ class _LayerProbe:
             (record, self.target._time_major_probe(gradient))
             for (_, record), gradient in zip(self.calls, gradients, strict=True)
         ]
+
+
+def _graph(tensor):
+    # None for eager tensors and other backends' arrays.
+    return getattr(tensor, "graph", None)
 
 
 def measured_layer(layer):
@@ -241,59 +259,84 @@ def probe_gradients(
         their regularization penalty's]}}` (`"weights"` with
         `weights=True`).
     """
-    with tf.GradientTape() as tape:
+
+    # The targets are synchronised with the layers' weights once, before
+    # the pass differentiates with respect to their weights.
+    targets = {name: measured_layer(layer) for name, layer in named_layers}
+
+    def forward(sources):
         probes = {
-            name: _LayerProbe(name, layer, tape) for name, layer in named_layers
+            name: _LayerProbe(name, layer, targets[name], sources)
+            for name, layer in named_layers
         }
         hooks = {probe.layer: probe.hook for probe in probes.values()}
         with inspection.intercept_calls(hooks):
             y_pred = model(x, training=training)
         loss = _compute_loss(model, x, y, y_pred, sample_weight, training)
-    sources = {
-        name: {
-            **(probe.probes or {}),
-            "steps": [p for p, _ in probe.calls],
-            "weights": _cell_weights(probe.target) if weights else [],
-        }
-        for name, probe in probes.items()
-    }
-    gradients = tape.gradient(
-        loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        forward.probes = probes
+        return loss, {name: p.recorded() for name, p in probes.items()}
+
+    variables = _cell_weights(targets.values()) if weights else []
+    recorded, source_grads, weight_grads = _autodiff.gradients(
+        forward, variables
     )
+    probes = forward.probes
+    gradients = {}
     for name, probe in probes.items():
-        if weights and probe.target is probe.layer:
-            # The model's loss holds the penalties of our layers' weight
-            # regularizers, which belong to no timestep.
-            penalties = _penalty_gradients(probe.target)
-            gradients[name]["weights"] = [
-                g - p for g, p in zip(gradients[name]["weights"], penalties)
-            ]
+        probe.restore(recorded[name])
+        grads = {
+            q: source_grads[(name, q)]
+            for q in ("inputs",) + state_quantities(probe.target)
+            if (name, q) in source_grads
+        }
+        grads["steps"] = [
+            source_grads[(name, "steps", i)] for i in range(len(probe.calls))
+        ]
+        if weights:
+            count = len(_cell_weights([probe.target]))
+            grads["weights"], weight_grads = (
+                weight_grads[:count],
+                weight_grads[count:],
+            )
+            if probe.target is probe.layer:
+                # The model's loss holds the penalties of our layers'
+                # weight regularizers, which belong to no timestep.
+                penalties = _penalty_gradients(probe.target)
+                grads["weights"] = [
+                    g - p
+                    for g, p in zip(grads["weights"], penalties, strict=True)
+                ]
+        gradients[name] = grads
     return probes, gradients
 
 
-def _cell_weights(target):
-    """A probed layer's cell weights as the TensorFlow variables that a
-    tape differentiates (a Keras variable's dtype is a string, which
-    `tape.gradient` cannot make zeros of)."""
-    if target is None:
-        return []
-    return [w.value for w in target.cell.trainable_weights]
+def _cell_weights(targets):
+    """The cell weights of the probed layers (none for a layer without a
+    target)."""
+    return [
+        w
+        for target in targets
+        if target is not None
+        for w in target.cell.trainable_weights
+    ]
 
 
 def _penalty_gradients(layer):
     """The gradients of the regularization penalties of a layer's cell
     weights (zeros for a weight without a regularizer)."""
-    weights = _cell_weights(layer)
-    with tf.GradientTape() as tape:
+    weights = layer.cell.trainable_weights
+    if all(getattr(w, "regularizer", None) is None for w in weights):
+        return [ops.zeros(w.shape, w.dtype) for w in weights]
+
+    def penalty(sources):
         terms = [
             w.regularizer(w)
-            for w in layer.cell.trainable_weights
+            for w in weights
             if getattr(w, "regularizer", None) is not None
         ]
-        penalty = tf.add_n(terms) if terms else tf.constant(0.0)
-    return tape.gradient(
-        penalty, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO
-    )
+        return sum(terms[1:], terms[0]), None
+
+    return _autodiff.gradients(penalty, weights)[2]
 
 
 def gradient_norm_tensors(
@@ -312,7 +355,7 @@ def gradient_norm_tensors(
 
     The computation behind `timestep_gradients`, without its bookkeeping
     (it may update metrics and stateful layers like any forward pass), for
-    callers that compile it with `tf.function`.
+    callers that compile it (with `tf.function` on TensorFlow).
 
     Args:
         model: A compiled `keras.Model`.
@@ -364,12 +407,12 @@ def _recorded_gates(probes):
         record = probe.calls[-1][1]
         flip = probe.target.go_backwards
         for gate in inspection.gate_names(probe.layer):
-            value = tf.transpose(record["sequences"][gate], (1, 0, 2))
-            gates[f"{name}/{gate}"] = tf.reverse(value, [1]) if flip else value
+            value = ops.transpose(record["sequences"][gate], (1, 0, 2))
+            gates[f"{name}/{gate}"] = ops.flip(value, 1) if flip else value
         mask = record["mask"]
         if mask is not None:
-            mask = tf.transpose(mask)
-            mask = tf.reverse(mask, [1]) if flip else mask
+            mask = ops.transpose(mask)
+            mask = ops.flip(mask, 1) if flip else mask
         masks[name] = mask
     return gates, masks
 
@@ -404,7 +447,7 @@ def jacobian_twin(layer):
     for target, source in zip(
         twin.cell.weights, layer.cell.weights, strict=True
     ):
-        target.assign(tf.cast(source, target.dtype))
+        target.assign(ops.cast(source, target.dtype))
     return twin
 
 
@@ -507,8 +550,15 @@ def check_compiled(model):
 
 
 def _as_tensors(structure):
-    return tf.nest.map_structure(
-        lambda value: None if value is None else tf.convert_to_tensor(value),
+    return keras.tree.map_structure(
+        lambda value: None if value is None else ops.convert_to_tensor(value),
+        structure,
+    )
+
+
+def _as_numpy(structure):
+    return keras.tree.map_structure(
+        lambda value: None if value is None else ops.convert_to_numpy(value),
         structure,
     )
 
@@ -522,11 +572,12 @@ def probe_function(
 ):
     """A compiled probe for repeated measurements on batches of one shape.
 
-    Compiles, with `tf.function`, what `timestep_gradients` and
-    `keras_gated.gate_outputs` compute, in one call (the gates are those
-    of the measured forward pass): after the first call (which traces),
-    each call costs about a forward and a backward pass in graph mode
-    (plus the Jacobians' pass if asked for). Like
+    Runs what `timestep_gradients` and `keras_gated.gate_outputs`
+    compute, in one call (the gates are those of the measured forward
+    pass). On TensorFlow it is compiled with `tf.function`: after the
+    first call (which traces), each call costs about a forward and a
+    backward pass in graph mode (plus the Jacobians' pass if asked for);
+    on JAX and PyTorch it runs eagerly. Like
     `timestep_gradients`, it leaves the model's metrics and the states of
     its stateful layers as they were.
 
@@ -569,9 +620,13 @@ def probe_function(
         masks = {name: masks[name] for name in shown if name in masks}
         return norms, gates, masks
 
-    # Without AutoGraph, tracing takes a fraction of the time, and nothing
-    # is lost: Keras does not convert layers' `call` with it either.
-    compiled = tf.function(probe, autograph=False)
+    compiled = probe
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Without AutoGraph, tracing takes a fraction of the time, and
+        # nothing is lost: Keras does not convert layers' `call` with it.
+        compiled = tf.function(probe, autograph=False)
     for name, layer in named_layers:
         # Twins created now spare the function a second trace.
         if name in gated and layer.built:
@@ -584,9 +639,7 @@ def probe_function(
             results = compiled(
                 _as_tensors(x), _as_tensors(y), _as_tensors(sample_weight)
             )
-        return tf.nest.map_structure(
-            lambda value: None if value is None else value.numpy(), results
-        )
+        return _as_numpy(results)
 
     return run
 
@@ -708,7 +761,7 @@ def timestep_gradients(
             jacobian_samples=jacobian_samples,
         )
     return {
-        name: {q: np.asarray(value) for q, value in layer_norms.items()}
+        name: {q: ops.convert_to_numpy(v) for q, v in layer_norms.items()}
         for name, layer_norms in norms.items()
     }
 
@@ -758,7 +811,7 @@ def weight_contributions(
     (20, 8, 32)
     """
     return {
-        name: {k: np.asarray(v) for k, v in matrices.items()}
+        name: {k: ops.convert_to_numpy(v) for k, v in matrices.items()}
         for name, (matrices, _) in _contributions(
             model, x, y, layers, sample_weight, training
         ).items()
@@ -798,8 +851,9 @@ def check_weight_contributions(
     ).items():
         errors[name] = {}
         for (weight, matrix), grad in zip(matrices.items(), grads):
-            total = np.asarray(tf.reduce_sum(matrix, axis=0), "float64")
-            grad = np.asarray(grad, "float64")
+            matrix = ops.convert_to_numpy(matrix)
+            total = np.sum(matrix, axis=0, dtype="float64")
+            grad = ops.convert_to_numpy(grad).astype("float64")
             scale = np.max(np.abs(grad))
             error = np.max(np.abs(total - grad))
             errors[name][weight] = float(error / scale) if scale else error
