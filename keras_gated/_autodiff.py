@@ -16,8 +16,13 @@ own autodiff:
 TensorFlow, JAX and PyTorch are imported on first use.
 """
 
+import contextlib
+
 import keras
 from keras import ops
+
+# The variables of the active stateless JAX passes, innermost last.
+_PASSES = []
 
 
 class Sources:
@@ -103,7 +108,7 @@ def _jax(forward, variables, initial):
     import jax
 
     def shapes():
-        with keras.StatelessScope():
+        with _mapped([]):
             sources = Sources(initial)
             forward(sources)
         return sources.values
@@ -115,8 +120,7 @@ def _jax(forward, variables, initial):
     }
 
     def pure(given, values):
-        mapping = list(zip(variables, values, strict=True))
-        with keras.StatelessScope(state_mapping=mapping):
+        with _mapped(list(zip(variables, values, strict=True))):
             loss, aux = forward(Sources(given=given))
         return loss, aux
 
@@ -124,6 +128,36 @@ def _jax(forward, variables, initial):
     grad = jax.value_and_grad(pure, argnums=(0, 1), has_aux=True)
     (_, aux), (source_grads, variable_grads) = grad(given, values)
     return aux, source_grads, list(variable_grads)
+
+
+def stateless(function, variables):
+    """`function` as a pure function of the variables' values, for
+    `jax.jit`: `(values, *args) -> function(*args)` with `variables` read
+    as `values` (in their order) and nothing assigned. Measurements
+    inside it see the values too."""
+
+    def pure(values, *args):
+        with _mapped(list(zip(variables, values, strict=True))):
+            return function(*args)
+
+    return pure
+
+
+@contextlib.contextmanager
+def _mapped(mapping):
+    """A `keras.StatelessScope` mapping the `(variable, value)` pairs,
+    and every variable of the enclosing stateless pass to the value it
+    holds there now (a Keras scope does not see its parent's)."""
+    current = {}
+    if _PASSES:
+        current = {id(v): (v, v.value) for v in _PASSES[-1]}
+    current.update({id(v): (v, value) for v, value in mapping})
+    _PASSES.append([v for v, _ in current.values()])
+    try:
+        with keras.StatelessScope(state_mapping=list(current.values())):
+            yield
+    finally:
+        _PASSES.pop()
 
 
 def _torch(forward, variables, initial):

@@ -620,19 +620,13 @@ def probe_function(
         masks = {name: masks[name] for name in shown if name in masks}
         return norms, gates, masks
 
-    compiled = probe
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        # Without AutoGraph, tracing takes a fraction of the time, and
-        # nothing is lost: Keras does not convert layers' `call` with it.
-        compiled = tf.function(probe, autograph=False)
     for name, layer in named_layers:
         # Twins created now spare the function a second trace.
         if name in gated and layer.built:
             measured_layer(layer)
             if jacobians:
                 jacobian_twin(layer)
+    compiled = _compiled(probe, model, named_layers, jacobians)
 
     def run(x, y=None, sample_weight=None):
         with PreservedState(model, named_layers):
@@ -640,6 +634,37 @@ def probe_function(
                 _as_tensors(x), _as_tensors(y), _as_tensors(sample_weight)
             )
         return _as_numpy(results)
+
+    return run
+
+
+def _compiled(probe, model, named_layers, jacobians):
+    """`probe` compiled for the backend: a `tf.function` on TensorFlow, a
+    `jax.jit` of it as a function of the variables' values on JAX (the
+    model's and its twins'), as it is on PyTorch."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # Without AutoGraph, tracing takes a fraction of the time, and
+        # nothing is lost: Keras does not convert layers' `call` with it.
+        return tf.function(probe, autograph=False)
+    if backend != "jax":
+        return probe
+    import jax
+
+    layers = [model]
+    for _, layer in named_layers:
+        if inspection.has_gates(layer) and layer.built:
+            layers.append(measured_layer(layer))
+            if jacobians:
+                layers.append(jacobian_twin(layer))
+    unique = {id(v): v for layer in layers for v in layer.variables}
+    variables = list(unique.values())
+    jitted = jax.jit(_autodiff.stateless(probe, variables))
+
+    def run(x, y, sample_weight):
+        return jitted([v.value for v in variables], x, y, sample_weight)
 
     return run
 
