@@ -2,20 +2,50 @@
 
 `SummaryWriter` writes scalars, tensors and images to an event file under a
 directory, opening its file on the first write and flushing after every
-write, so everything written survives a crash of the process. `heatmap`
-and `line_plot` render arrays into RGB images with matplotlib's Agg
-backend (no display needed). The module knows nothing of Keras; TensorFlow
-and matplotlib are imported on first use.
+write, so everything written survives a crash of the process. It builds
+TensorBoard's protocol buffers itself and writes them with TensorBoard's
+record writer, never importing TensorFlow: the package runs on Keras' JAX
+and PyTorch backends without loading it. What it writes reads back as
+`tf.summary.scalar`, `tf.summary.write` and `tf.summary.image` write it.
+`heatmap` and `line_plot` render arrays into RGB images with matplotlib's
+Agg backend (no display needed). The module knows nothing of Keras;
+matplotlib and Pillow are imported on first use.
 """
 
+import io
+import itertools
+import os
+import socket
+import threading
+import time
+
 import numpy as np
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.tensorflow_stub.io import gfile
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.summary.writer.record_writer import RecordWriter
+from tensorboard.util import tensor_util
 
 TENSOR_PLUGIN = "keras_gated"
 """Plugin name in the metadata of the raw tensor summaries."""
 
+# Numbers the event files of this process, so that two writers, or one
+# reopened, in the same directory within one second never share a name.
+# Zero-padded, so that a later file of the same second also sorts later:
+# TensorBoard reads a directory's event files in the order of their names.
+_file_numbers = itertools.count()
+
 
 class SummaryWriter:
     """Writes dicts of arrays as TensorBoard summaries under `log_dir`.
+
+    The event file is named as TensorFlow names its own,
+    `events.out.tfevents.<seconds>.<host>.<pid>.<number>.v2`, and written
+    through TensorBoard's own file layer, which also takes `s3://` URLs
+    (with boto3) and those of fsspec's file systems (`gs://` with gcsfs).
+    Writes from several threads are serialized.
 
     Args:
         log_dir: Directory of the event file (one TensorBoard run).
@@ -32,37 +62,39 @@ class SummaryWriter:
 
     def __init__(self, log_dir):
         self.log_dir = str(log_dir)
-        self._writer = None
-
-    def _file_writer(self):
-        import tensorflow as tf
-
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        return self._writer
+        self._records = None
+        self._lock = threading.Lock()
 
     def scalars(self, values, step):
-        """Writes `{tag: number}` as scalar summaries at `step`."""
-        import tensorflow as tf
+        """Writes `{tag: number}` as scalar summaries at `step`.
 
-        with self._file_writer().as_default(step=int(step)):
-            for tag, value in values.items():
-                tf.summary.scalar(tag, float(value))
-        self.flush()
+        Each is a float32 scalar tensor; a number beyond float32's range
+        is written as an infinity.
+        """
+        # As tf.summary.scalar writes it: no data class in the file, as
+        # TensorBoard adds DATA_CLASS_SCALAR to the "scalars" plugin's
+        # summaries when it reads them.
+        metadata = scalar_metadata.create_summary_metadata(
+            display_name="", description=""
+        )
+        with np.errstate(over="ignore"):
+            tensors = {
+                tag: np.float32(float(value)) for tag, value in values.items()
+            }
+        self._write(tensors, metadata, step)
 
     def tensors(self, values, step, description=""):
         """Writes `{tag: array}` as raw tensor summaries at `step`.
 
         The arrays keep their shape and dtype; read them back with
         TensorBoard's `EventAccumulator(...).Tensors(tag)` and
-        `tf.make_ndarray`. Their metadata names the plugin `TENSOR_PLUGIN`
-        (the "Timesteps" dashboard, `keras_gated.board`) and the data
-        class `DATA_CLASS_TENSOR`, so TensorBoard's data providers, the
-        Python one and the Rust one of `--load_fast`, serve them.
+        `tensorboard.util.tensor_util.make_ndarray` (or
+        `tf.make_ndarray`). Their metadata names the plugin
+        `TENSOR_PLUGIN` (the "Timesteps" dashboard, `keras_gated.board`)
+        and the data class `DATA_CLASS_TENSOR`, so TensorBoard's data
+        providers, the Python one and the Rust one of `--load_fast`, serve
+        them.
         """
-        import tensorflow as tf
-        from tensorboard.compat.proto import summary_pb2
-
         metadata = summary_pb2.SummaryMetadata(
             summary_description=description,
             plugin_data=summary_pb2.SummaryMetadata.PluginData(
@@ -70,29 +102,110 @@ class SummaryWriter:
             ),
             data_class=summary_pb2.DATA_CLASS_TENSOR,
         )
-        with self._file_writer().as_default(step=int(step)):
-            for tag, value in values.items():
-                tf.summary.write(tag, np.asarray(value), metadata=metadata)
-        self.flush()
+        self._write(
+            {tag: np.asarray(value) for tag, value in values.items()},
+            metadata,
+            step,
+        )
 
     def images(self, values, step):
-        """Writes `{tag: (height, width, 3) uint8 array}` as images."""
-        import tensorflow as tf
+        """Writes `{tag: (height, width, 3) uint8 array}` as images.
 
-        with self._file_writer().as_default(step=int(step)):
-            for tag, image in values.items():
-                tf.summary.image(tag, np.asarray(image)[None], max_outputs=1)
-        self.flush()
+        Each is stored as `tf.summary.image` stores one image: a string
+        tensor `[width, height, PNG bytes]`.
+        """
+        # Like the scalars', this metadata gets its data class,
+        # DATA_CLASS_BLOB_SEQUENCE, from TensorBoard's readers.
+        metadata = image_metadata.create_summary_metadata(
+            display_name="", description=""
+        )
+        tensors = {}
+        for tag, image in values.items():
+            image = np.asarray(image)
+            if (
+                image.dtype != np.uint8
+                or image.ndim != 3
+                or image.shape[2] != 3
+            ):
+                raise ValueError(
+                    "images must be (height, width, 3) uint8 arrays. "
+                    f"Received: {tag!r} of shape {image.shape} and dtype "
+                    f"{image.dtype}"
+                )
+            height, width, _ = image.shape
+            # An object array, to make a DT_STRING tensor of the bytes as
+            # they are (NumPy's fixed-width bytes strip trailing zeros).
+            tensors[tag] = np.array(
+                [str(width).encode(), str(height).encode(), _png(image)],
+                dtype=object,
+            )
+        self._write(tensors, metadata, step)
+
+    def _write(self, tensors, metadata, step):
+        # One event per tag, as tf.summary writes them.
+        events = []
+        for tag, tensor in tensors.items():
+            event = event_pb2.Event(wall_time=time.time(), step=int(step))
+            event.summary.value.add(
+                tag=tag,
+                tensor=tensor_util.make_tensor_proto(tensor),
+                metadata=metadata,
+            )
+            events.append(event.SerializeToString())
+        with self._lock:
+            if self._records is None:
+                self._records = _open_event_file(self.log_dir)
+            for event in events:
+                self._records.write(event)
+            self._records.flush()
 
     def flush(self):
-        if self._writer is not None:
-            self._writer.flush()
+        with self._lock:
+            if self._records is not None:
+                self._records.flush()
 
     def close(self):
         """Closes the event file; a later write opens a new one."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        with self._lock:
+            if self._records is not None:
+                self._records.close()
+                self._records = None
+
+
+def _open_event_file(log_dir):
+    """A new event file in `log_dir`, its first record written.
+
+    TensorBoard's `EventFileWriter` is not used: it reaches the disk
+    through `tensorboard.compat.tf`, which imports TensorFlow wherever it
+    is installed. The file layer it falls back to where TensorFlow is not
+    installed, `tensorflow_stub.io.gfile`, is the one used here.
+    """
+    gfile.makedirs(log_dir)
+    name = "events.out.tfevents.%d.%s.%d.%06d.v2" % (
+        time.time(),
+        socket.gethostname(),
+        os.getpid(),
+        next(_file_numbers),
+    )
+    records = RecordWriter(gfile.GFile(os.path.join(log_dir, name), "wb"))
+    # Readers take the first record for the file's format version.
+    version = event_pb2.Event(
+        wall_time=time.time(),
+        file_version="brain.Event:2",
+        source_metadata=event_pb2.SourceMetadata(
+            writer="keras_gated.summaries"
+        ),
+    )
+    records.write(version.SerializeToString())
+    return records
+
+
+def _png(image):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _figure(width, height):
