@@ -98,28 +98,41 @@ def check_seed(seed):
 def check_writable_directory(name, path):
     """Creates the directory `path` if needed and checks it can be written.
 
-    Writes and removes a small probe file, through `tf.io.gfile` (imported
-    here, on first use) so that the URLs TensorBoard writes to, such as
-    `gs://bucket/logs`, pass as well as local paths.
+    A local path gets a small probe file written and removed; a URL
+    (`s3://`, or fsspec's) is created through the file layer of TensorBoard
+    that `keras_gated.summaries` writes with
+    (`tensorboard.compat.tensorflow_stub.io.gfile`, imported here, on
+    first use), without TensorFlow.
 
     Returns:
         `path` as a `str`.
     """
-    import tensorflow as tf
-
     path = str(path)
-    probe = os.path.join(path, f".write_test_{uuid.uuid4().hex}")
     try:
-        tf.io.gfile.makedirs(path)
-        with tf.io.gfile.GFile(probe, "w") as handle:
-            handle.write("")
-        tf.io.gfile.remove(probe)
-    except (OSError, tf.errors.OpError) as error:
+        if "://" in path:
+            _make_remote_directory(path)
+        else:
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, f".write_test_{uuid.uuid4().hex}")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+    except (OSError, ValueError) as error:
         raise ValueError(
             f"{name} must be a directory that can be created and written. "
             f"Received: {name}={path!r} ({error})"
         ) from None
     return path
+
+
+def _make_remote_directory(path):
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    try:
+        gfile.makedirs(path)
+    except errors.OpError as error:
+        raise OSError(error.message) from None
 
 
 def _resolve(name, value, getter, what):
