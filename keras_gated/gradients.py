@@ -661,12 +661,44 @@ def _compiled(probe, model, named_layers, jacobians):
                 layers.append(jacobian_twin(layer))
     unique = {id(v): v for layer in layers for v in layer.variables}
     variables = list(unique.values())
-    jitted = jax.jit(_autodiff.stateless(probe, variables))
+    pure = _autodiff.stateless(probe, variables)
+    traced = {}
+
+    def keyed(values, x, y, sample_weight):
+        result = pure(values, x, y, sample_weight)
+        traced["skeleton"] = _skeleton(result)
+        return result
+
+    jitted = jax.jit(keyed)
 
     def run(x, y, sample_weight):
-        return jitted([v.value for v in variables], x, y, sample_weight)
+        result = jitted([v.value for v in variables], x, y, sample_weight)
+        # jax.jit hands dicts back with their keys sorted.
+        return _reordered(result, traced["skeleton"])
 
     return run
+
+
+def _skeleton(structure):
+    """The nesting and dict key order of `structure`, without its
+    tensors."""
+    if isinstance(structure, dict):
+        return {key: _skeleton(value) for key, value in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_skeleton(value) for value in structure)
+    return None
+
+
+def _reordered(structure, skeleton):
+    """`structure` with its dicts' keys in the order of `skeleton`'s."""
+    if isinstance(skeleton, dict):
+        return {k: _reordered(structure[k], v) for k, v in skeleton.items()}
+    if isinstance(skeleton, (list, tuple)):
+        return type(skeleton)(
+            _reordered(value, part)
+            for value, part in zip(structure, skeleton, strict=True)
+        )
+    return structure
 
 
 def _check_measurement(model, x, y, sample_weight, layers, training):
