@@ -111,3 +111,94 @@ def test_layers_run_without_loading_tensorflow():
     subprocess.run(
         [sys.executable, "-c", script], env=env, check=True, timeout=300
     )
+
+
+_LOGGED_FIT = """
+import sys
+import keras, numpy as np
+import keras_gated
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 9, 3)).astype("float32")
+x[:3, 6:] = 0.0
+y = rng.standard_normal((8, 1)).astype("float32")
+model = keras.Sequential([
+    keras.Input((9, 3)),
+    keras.layers.Masking(),
+    keras_gated.LSTM(5, return_sequences=True, name="lstm"),
+    keras.layers.GRU(4, go_backwards=True, name="gru"),
+    keras.layers.Dense(1),
+])
+model.set_weights([
+    rng.normal(scale=0.5, size=w.shape).astype("float32")
+    for w in model.get_weights()
+])
+# Each step changes the weights: a log that missed it would differ.
+model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+logger = keras_gated.TimestepGradientLogger(
+    sys.argv[1], probe=(x, y), batch_freq=1, image_freq=1, jacobians=True
+)
+model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+          callbacks=[logger])
+"""
+
+
+def _logged_fit(backend, log_dir):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run(
+        [sys.executable, "-c", _LOGGED_FIT, str(log_dir)],
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    events = event_accumulator.EventAccumulator(
+        str(log_dir), size_guidance={event_accumulator.TENSORS: 0}
+    ).Reload()
+    return events
+
+
+@pytest.mark.skipif(
+    BACKEND == "tensorflow", reason="compares this backend with TensorFlow"
+)
+def test_logger_writes_what_it_writes_on_tensorflow(tmp_path):
+    # The same model, weights, probe and training: every tensor and scalar the
+    # logger writes here equals TensorFlow's, to 1e-4 of its largest value
+    # (the images have the same tags).
+    from tensorboard.util import tensor_util
+
+    reference = _logged_fit("tensorflow", tmp_path / "tensorflow")
+    measured = _logged_fit(BACKEND, tmp_path / BACKEND)
+    tags = reference.Tags()
+    assert measured.Tags()["tensors"] == tags["tensors"]
+    assert any(
+        t.startswith("timestep_gradients/gru/jacobian") for t in tags["tensors"]
+    )
+    for tag in tags["tensors"]:
+        plugin = reference.SummaryMetadata(tag).plugin_data.plugin_name
+        if plugin == "images":
+            # Drawn from the values compared below; a pixel may differ.
+            continue
+        expected = [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto))
+            for e in reference.Tensors(tag)
+        ]
+        received = [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto))
+            for e in measured.Tensors(tag)
+        ]
+        assert [s for s, _ in received] == [s for s, _ in expected], tag
+        for (step, value), (_, want) in zip(received, expected):
+            if want.dtype.kind != "f":
+                np.testing.assert_array_equal(value, want, err_msg=tag)
+                continue
+            finite = np.isfinite(want)
+            np.testing.assert_array_equal(np.isfinite(value), finite, tag)
+            scale = np.max(np.abs(want[finite]), initial=0.0) or 1.0
+            np.testing.assert_allclose(
+                value[finite],
+                want[finite],
+                rtol=0,
+                atol=1e-4 * scale,
+                err_msg=f"{tag} at step {step}",
+            )
