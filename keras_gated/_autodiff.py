@@ -53,7 +53,7 @@ class Sources:
         return value
 
 
-def gradients(forward, variables=(), initial=None):
+def gradients(forward, variables=(), initial=None, reads=()):
     """Runs `forward` and differentiates its loss.
 
     Args:
@@ -65,6 +65,10 @@ def gradients(forward, variables=(), initial=None):
         variables: Keras variables read by the pass.
         initial: Optional `{key: value}`, the values of those sources that
             do not start at zero.
+        reads: Other variables the pass reads, not differentiated. On JAX
+            the pass runs in a `keras.StatelessScope`, where Keras reads
+            some (the regularized weights, for the model's losses) only
+            from the scope: pass the model's variables.
 
     Returns:
         `(aux, source_gradients, variable_gradients)`: `aux` as the pass
@@ -79,10 +83,10 @@ def gradients(forward, variables=(), initial=None):
             "keras_gated measures gradients on the tensorflow, jax and torch "
             f"backends. Received: KERAS_BACKEND={backend!r}"
         )
-    return run(forward, list(variables), initial)
+    return run(forward, list(variables), initial, list(reads))
 
 
-def _tensorflow(forward, variables, initial):
+def _tensorflow(forward, variables, initial, reads):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
@@ -104,11 +108,13 @@ def _tensorflow(forward, variables, initial):
     return aux, source_grads, list(variable_grads)
 
 
-def _jax(forward, variables, initial):
+def _jax(forward, variables, initial, reads):
     import jax
 
+    read = [(v, v.value) for v in reads]
+
     def shapes():
-        with _mapped([]):
+        with _mapped(read):
             sources = Sources(initial)
             forward(sources)
         return sources.values
@@ -120,7 +126,7 @@ def _jax(forward, variables, initial):
     }
 
     def pure(given, values):
-        with _mapped(list(zip(variables, values, strict=True))):
+        with _mapped(read + list(zip(variables, values, strict=True))):
             loss, aux = forward(Sources(given=given))
         return loss, aux
 
@@ -160,7 +166,7 @@ def _mapped(mapping):
         _PASSES.pop()
 
 
-def _torch(forward, variables, initial):
+def _torch(forward, variables, initial, reads):
     import torch
 
     sources = Sources(

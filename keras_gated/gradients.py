@@ -260,6 +260,12 @@ def probe_gradients(
         `weights=True`).
     """
 
+    if keras.backend.backend() != "tensorflow" and not all(
+        layer.built for _, layer in named_layers
+    ):
+        # Variables made in the measured pass would not outlive it (JAX
+        # traces it; PyTorch first calls an unbuilt model symbolically).
+        model(x, training=False)
     # The targets are synchronised with the layers' weights once, before
     # the pass differentiates with respect to their weights.
     targets = {name: measured_layer(layer) for name, layer in named_layers}
@@ -278,7 +284,7 @@ def probe_gradients(
 
     variables = _cell_weights(targets.values()) if weights else []
     recorded, source_grads, weight_grads = _autodiff.gradients(
-        forward, variables
+        forward, variables, reads=model.variables
     )
     probes = forward.probes
     gradients = {}
