@@ -6,18 +6,23 @@ The references are independent of the package's probes:
   every step has its own copy of the weights (the shared weight plus a
   zero tensor of its own), so that autodiff gives each copy's gradient
   directly, and zero perturbations of the states after each step, whose
-  Jacobians `tf.GradientTape.jacobian` gives;
-- `tf.GradientTape` on the model's own loss for the weight gradients that
-  the contributions must sum to;
+  Jacobians come a row at a time from the gradient of one unit of the
+  final state;
+- the backend's autodiff (`harness.gradients`) on the model's own loss for
+  the weight gradients that the contributions must sum to;
 - a NumPy product of the forget gates that `return_gates=True` returns.
 """
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from harness import gradients
+from harness import to_numpy
+from keras import ops
 
 import keras_gated
+
+pytestmark = pytest.mark.backends
 
 T, FEATURES, UNITS, BATCH = 6, 3, 4, 5
 
@@ -36,27 +41,27 @@ def batch(seed=0, masked=False):
 
 
 def lstm_step(x_t, h, c, w, u, b):
-    i, f, g, o = tf.split(x_t @ w + h @ u + b, 4, axis=-1)
-    c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-    return tf.sigmoid(o) * tf.tanh(c_new), c_new
+    i, f, g, o = ops.split(x_t @ w + h @ u + b, 4, axis=-1)
+    c_new = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+    return ops.sigmoid(o) * ops.tanh(c_new), c_new
 
 
 def gru_step(x_t, h, c, w, u, b, reset_after):
     if reset_after:
-        xz, xr, xh = tf.split(x_t @ w + b[0], 3, axis=-1)
-        hz, hr, hh = tf.split(h @ u + b[1], 3, axis=-1)
-        z, r = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
-        candidate = tf.tanh(xh + r * hh)
+        xz, xr, xh = ops.split(x_t @ w + b[0], 3, axis=-1)
+        hz, hr, hh = ops.split(h @ u + b[1], 3, axis=-1)
+        z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
+        candidate = ops.tanh(xh + r * hh)
     else:
-        xz, xr, xh = tf.split(x_t @ w + b, 3, axis=-1)
-        hz, hr = tf.split(h @ u[:, : 2 * UNITS], 2, axis=-1)
-        z, r = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
-        candidate = tf.tanh(xh + (r * h) @ u[:, 2 * UNITS :])
+        xz, xr, xh = ops.split(x_t @ w + b, 3, axis=-1)
+        hz, hr = ops.split(h @ u[:, : 2 * UNITS], 2, axis=-1)
+        z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
+        candidate = ops.tanh(xh + (r * h) @ u[:, 2 * UNITS :])
     return z * h + (1 - z) * candidate, c
 
 
 def simple_step(x_t, h, c, w, u, b):
-    return tf.tanh(x_t @ w + h @ u + b), c
+    return ops.tanh(x_t @ w + h @ u + b), c
 
 
 def unrolled(step, x, weights, copies, eps_h, eps_c, go_backwards):
@@ -64,15 +69,15 @@ def unrolled(step, x, weights, copies, eps_h, eps_c, go_backwards):
     plus `copies[k][t]`, and adds `eps_h[:, t]` to h_t and `eps_c[:, t]`
     to c_t after both are computed. Keras' masking: a sample whose input
     is all zero at t keeps its states."""
-    h = tf.zeros((x.shape[0], UNITS))
-    c = tf.zeros((x.shape[0], UNITS))
+    h = ops.zeros((x.shape[0], UNITS))
+    c = ops.zeros((x.shape[0], UNITS))
     order = range(T - 1, -1, -1) if go_backwards else range(T)
     for t in order:
         own = [w + d[t] for w, d in zip(weights, copies)]
         h_new, c_new = step(x[:, t], h, c, *own)
-        keep = tf.reduce_any(x[:, t] != 0, axis=-1, keepdims=True)
-        h = tf.where(keep, h_new, h) + eps_h[:, t]
-        c = tf.where(keep, c_new, c) + eps_c[:, t]
+        keep = ops.any(ops.not_equal(x[:, t], 0), axis=-1, keepdims=True)
+        h = ops.where(keep, h_new, h) + eps_h[:, t]
+        c = ops.where(keep, c_new, c) + eps_c[:, t]
     return h, c
 
 
@@ -116,26 +121,49 @@ def model_with(layer_class, go_backwards=False, **kwargs):
 
 
 def reference(model, step, x, y, go_backwards):
-    """Per-step weight gradients and state Jacobians of the unrolled model."""
-    layer, head = model.get_layer("rnn"), model.get_layer("head")
-    weights = [tf.constant(w) for w in layer.cell.get_weights()]
-    copies = [tf.zeros((T,) + tuple(w.shape)) for w in weights]
-    eps_h = tf.zeros((BATCH, T, UNITS))
-    eps_c = tf.zeros((BATCH, T, UNITS))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(copies + [eps_h, eps_c])
-        h, c = unrolled(step, x, weights, copies, eps_h, eps_c, go_backwards)
-        loss = tf.reduce_mean(tf.square(head(h) - y))
-    per_step = [tape.gradient(loss, d).numpy() for d in copies]
-    jacobian_h = tape.jacobian(h, eps_h).numpy()
-    jacobian_c = tape.jacobian(c, eps_c).numpy()
-    return per_step, jacobian_h, jacobian_c
+    """Per-step weight gradients and the per-sample blocks of the state
+    Jacobians (`jacobian_blocks`) of the unrolled model."""
+    head = model.get_layer("head")
+    weights = [
+        ops.convert_to_tensor(w)
+        for w in model.get_layer("rnn").cell.get_weights()
+    ]
+    zeros = [ops.zeros((T,) + tuple(w.shape)) for w in weights]
+    zeros += [ops.zeros((BATCH, T, UNITS)), ops.zeros((BATCH, T, UNITS))]
+    x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
+
+    def final_states(*tensors):
+        *copies, eps_h, eps_c = tensors
+        return unrolled(step, x, weights, copies, eps_h, eps_c, go_backwards)
+
+    def loss(*tensors):
+        return ops.mean(ops.square(head(final_states(*tensors)[0]) - y))
+
+    per_step = gradients(loss, (), zeros)[: len(weights)]
+    jacobian_h = jacobian_blocks(final_states, zeros, 0)
+    jacobian_c = jacobian_blocks(final_states, zeros, 1)
+    return [to_numpy(g) for g in per_step], jacobian_h, jacobian_c
 
 
-def per_sample(jacobian):
-    """(batch, T) Frobenius norms of the per-sample blocks of
-    `jacobian[b, i, b', t, j]`."""
-    blocks = np.stack([jacobian[b, :, b] for b in range(BATCH)])
+def jacobian_blocks(final_states, zeros, position):
+    """`[b, i, t, j] = d s_T[b, i] / d s_t[b, j]` for s = h (`position`
+    0) or c (1), whose perturbations end `zeros`, a row i at a time. The
+    samples do not interact, so the gradient of unit i of s_T summed over
+    the batch holds row i of every sample's own block."""
+    rows = []
+    for unit in range(UNITS):
+
+        def final_unit(*tensors, unit=unit):
+            return ops.sum(final_states(*tensors)[position][:, unit])
+
+        gradient = gradients(final_unit, (), zeros)[len(zeros) - 2 + position]
+        rows.append(to_numpy(gradient))
+    return np.stack(rows, axis=1)
+
+
+def per_sample(blocks):
+    """(batch, T) Frobenius norms of the per-sample Jacobian blocks
+    `[b, i, t, j]`."""
     return np.sqrt(np.sum(np.square(blocks), axis=(1, 3)))
 
 
@@ -177,8 +205,9 @@ def test_per_step_contributions_and_jacobians_match_an_unrolled_model(
             rtol=1e-4,
             atol=1e-6,
         )
-    blocks = np.stack([jacobian_h[b, :, b] for b in range(BATCH)])
-    spectral = np.linalg.norm(blocks.transpose(0, 2, 1, 3), ord=2, axis=(2, 3))
+    spectral = np.linalg.norm(
+        jacobian_h.transpose(0, 2, 1, 3), ord=2, axis=(2, 3)
+    )
     np.testing.assert_allclose(
         norms["jacobian_hidden_spectral"],
         spectral.mean(axis=0),
@@ -200,9 +229,12 @@ def test_a_step_masked_in_every_sequence_contributes_zero():
 
 
 def original_gradients(model, x, y, layer):
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(x=x, y=y, y_pred=model(x))
-    return tape.gradient(loss, layer.cell.trainable_weights)
+    """The gradients of the model's loss for `layer`'s weights, as NumPy."""
+
+    def loss():
+        return model.compute_loss(x=x, y=y, y_pred=model(x))
+
+    return [to_numpy(g) for g in gradients(loss, layer.cell.trainable_weights)]
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -291,13 +323,14 @@ def test_contributions_sum_exactly_with_dropout_and_regularizers(
         layer = model.get_layer("rnn")
         parts = keras_gated.weight_contributions(model, x, y)["rnn"]
         expected = original_gradients(model, x, y, layer)
-        with tf.GradientTape() as tape:
-            penalty = sum(layer.losses)
-        regularization = tape.gradient(penalty, layer.cell.trainable_weights)
-        for matrices, gradient, extra in zip(
-            parts.values(), expected, regularization
-        ):
-            extra = 0 if extra is None else extra
+        # The bias has no regularizer (and TensorFlow's tape makes no
+        # zeros for a Keras variable the loss does not read).
+        cell = layer.cell
+        penalty = gradients(
+            lambda: sum(layer.losses), [cell.kernel, cell.recurrent_kernel]
+        )
+        extras = [to_numpy(g) for g in penalty] + [0.0]
+        for matrices, gradient, extra in zip(parts.values(), expected, extras):
             np.testing.assert_allclose(
                 matrices.sum(axis=0) + extra, gradient, rtol=1e-5, atol=1e-6
             )

@@ -1,23 +1,30 @@
 """Tests for keras_gated.gradients.timestep_gradients.
 
-Every norm is compared with an independent `tf.GradientTape` computation:
-the gradient with respect to a watched input, or through an LSTM, GRU or
-SimpleRNN unrolled by hand from the published equations with zero perturbations
-added to the states.
+Every norm is compared with an independent gradient, taken by the
+backend's own autodiff (`harness.gradients`): with respect to an input, or
+through an LSTM, GRU or SimpleRNN unrolled by hand in `keras.ops` from the
+published equations with zero perturbations added to the states.
 """
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from harness import gradients
+from harness import to_numpy
+from keras import ops
 
 import keras_gated
-from keras_gated import gradients
+
+pytestmark = pytest.mark.backends
 
 
 def norms(gradient):
     """L2 norm over the batch and feature axes, per timestep."""
-    return np.sqrt(np.sum(np.square(np.asarray(gradient)), axis=(0, 2)))
+    return np.sqrt(np.sum(np.square(to_numpy(gradient)), axis=(0, 2)))
+
+
+def tensors(*values):
+    return [ops.convert_to_tensor(value) for value in values]
 
 
 def normal(shape, seed=0):
@@ -26,45 +33,48 @@ def normal(shape, seed=0):
 
 def unrolled_lstm(x, kernel, recurrent_kernel, bias, eps_h, eps_c):
     """LSTM by hand, perturbing c_t before h_t is computed from it, and h_t."""
+    kernel, recurrent_kernel, bias = tensors(kernel, recurrent_kernel, bias)
     batch, timesteps, _ = x.shape
     units = recurrent_kernel.shape[0]
-    h = tf.zeros((batch, units))
-    c = tf.zeros((batch, units))
+    h = ops.zeros((batch, units))
+    c = ops.zeros((batch, units))
     outputs = []
     for t in range(timesteps):
         z = x[:, t] @ kernel + h @ recurrent_kernel + bias
-        i, f, g, o = tf.split(z, 4, axis=-1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g) + eps_c[:, t]
-        h = tf.sigmoid(o) * tf.tanh(c) + eps_h[:, t]
+        i, f, g, o = ops.split(z, 4, axis=-1)
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g) + eps_c[:, t]
+        h = ops.sigmoid(o) * ops.tanh(c) + eps_h[:, t]
         outputs.append(h)
-    return tf.stack(outputs, axis=1)
+    return ops.stack(outputs, axis=1)
 
 
 def unrolled_gru(x, kernel, recurrent_kernel, bias, eps_h):
     """GRU (reset_after=True) by hand, perturbing h_t."""
+    kernel, recurrent_kernel, bias = tensors(kernel, recurrent_kernel, bias)
     batch, timesteps, _ = x.shape
-    h = tf.zeros((batch, recurrent_kernel.shape[0]))
+    h = ops.zeros((batch, recurrent_kernel.shape[0]))
     outputs = []
     for t in range(timesteps):
-        xz, xr, xh = tf.split(x[:, t] @ kernel + bias[0], 3, axis=-1)
-        hz, hr, hh = tf.split(h @ recurrent_kernel + bias[1], 3, axis=-1)
-        z = tf.sigmoid(xz + hz)
-        r = tf.sigmoid(xr + hr)
-        h = z * h + (1 - z) * tf.tanh(xh + r * hh) + eps_h[:, t]
+        xz, xr, xh = ops.split(x[:, t] @ kernel + bias[0], 3, axis=-1)
+        hz, hr, hh = ops.split(h @ recurrent_kernel + bias[1], 3, axis=-1)
+        z = ops.sigmoid(xz + hz)
+        r = ops.sigmoid(xr + hr)
+        h = z * h + (1 - z) * ops.tanh(xh + r * hh) + eps_h[:, t]
         outputs.append(h)
-    return tf.stack(outputs, axis=1)
+    return ops.stack(outputs, axis=1)
 
 
 def unrolled_simple_rnn(x, kernel, recurrent_kernel, bias, eps_h):
     """SimpleRNN by hand, h_t = tanh(x_t W + h_{t-1} U + b), perturbing h_t."""
+    kernel, recurrent_kernel, bias = tensors(kernel, recurrent_kernel, bias)
     batch, timesteps, _ = x.shape
-    h = tf.zeros((batch, recurrent_kernel.shape[0]))
+    h = ops.zeros((batch, recurrent_kernel.shape[0]))
     outputs = []
     for t in range(timesteps):
-        h = tf.tanh(x[:, t] @ kernel + h @ recurrent_kernel + bias)
+        h = ops.tanh(x[:, t] @ kernel + h @ recurrent_kernel + bias)
         h = h + eps_h[:, t]
         outputs.append(h)
-    return tf.stack(outputs, axis=1)
+    return ops.stack(outputs, axis=1)
 
 
 def sequence_model(layer, timesteps=6, features=3):
@@ -79,21 +89,26 @@ def sequence_model(layer, timesteps=6, features=3):
     return model
 
 
+def head_loss(model, hidden, y):
+    """The mse of `hidden` through the Dense head, by hand from its
+    weights."""
+    kernel, bias = tensors(*model.get_layer("head").get_weights())
+    (y,) = tensors(y)
+    return ops.mean(ops.square(hidden @ kernel + bias - y))
+
+
 def reference_state_gradients(model, x, y, unrolled, state_names):
     """dL/dx, dL/dh, dL/dc by hand for `sequence_model(return_sequences)`."""
-    rnn, head = model.layers
+    rnn = model.layers[0]
     batch, timesteps, _ = x.shape
-    eps = {
-        name: tf.zeros((batch, timesteps, rnn.units)) for name in state_names
-    }
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch([x, *eps.values()])
-        hidden = unrolled(x, *rnn.get_weights(), *eps.values())
-        kernel, bias = head.get_weights()
-        loss = tf.reduce_mean(tf.square(hidden @ kernel + bias - y))
-    grads = tape.gradient(loss, {"inputs": x, **eps})
-    return {name: norms(value) for name, value in grads.items()}
+    eps = [ops.zeros((batch, timesteps, rnn.units)) for _ in state_names]
+
+    def loss(x, *eps):
+        return head_loss(model, unrolled(x, *rnn.get_weights(), *eps), y)
+
+    grads = gradients(loss, (), [x, *eps])
+    names = ("inputs", *state_names)
+    return {name: norms(value) for name, value in zip(names, grads)}
 
 
 def test_lstm_input_and_hidden_gradients_match_an_unrolled_reference():
@@ -189,8 +204,8 @@ def test_simple_rnn_hidden_gradient_matches_an_unrolled_reference():
     ],
 )
 def test_state_quantities_are_our_layers_state_names(layer, expected):
-    assert gradients.state_quantities(layer) == expected
-    assert set(expected) <= set(gradients.QUANTITIES)
+    assert keras_gated.gradients.state_quantities(layer) == expected
+    assert set(expected) <= set(keras_gated.gradients.QUANTITIES)
 
 
 def test_hidden_gradient_of_a_backwards_layer_is_in_input_order():
@@ -202,19 +217,19 @@ def test_hidden_gradient_of_a_backwards_layer_is_in_input_order():
 
     # The layer processes x reversed and returns its outputs in processing
     # order: h at processing step s belongs to input timestep T - 1 - s.
-    eps = tf.zeros((5, 6, 4))
-    with tf.GradientTape() as tape:
-        tape.watch(eps)
-        reversed_eps = eps[:, ::-1]
+    (x_reversed,) = tensors(np.ascontiguousarray(x[:, ::-1]))
+
+    def loss(eps):
         hidden = unrolled_lstm(
-            tf.constant(x[:, ::-1]),
+            x_reversed,
             *layer.get_weights(),
-            reversed_eps,
-            tf.zeros((5, 6, 4)),
+            ops.flip(eps, axis=1),
+            ops.zeros((5, 6, 4)),
         )
-        kernel, bias = model.get_layer("head").get_weights()
-        loss = tf.reduce_mean(tf.square(hidden @ kernel + bias - y))
-    expected = norms(tape.gradient(loss, eps))
+        return head_loss(model, hidden, y)
+
+    (gradient,) = gradients(loss, (), [ops.zeros((5, 6, 4))])
+    expected = norms(gradient)
     np.testing.assert_allclose(layer_result["hidden"], expected, rtol=1e-4)
     assert not np.allclose(layer_result["hidden"], expected[::-1])
 
@@ -239,11 +254,13 @@ def test_input_gradients_of_builtin_layers_after_other_layers(layer_class):
     result = keras_gated.timestep_gradients(model, x, y)
 
     seen = model.get_layer("embed")(x)
-    with tf.GradientTape() as tape:
-        tape.watch(seen)
+    (y_true,) = tensors(y)
+
+    def loss(seen):
         prediction = model.get_layer("head")(model.get_layer("rnn")(seen))
-        loss = tf.reduce_mean(tf.square(prediction - y))
-    expected = norms(tape.gradient(loss, seen))
+        return ops.mean(ops.square(prediction - y_true))
+
+    expected = norms(gradients(loss, (), [seen])[0])
     assert list(result) == ["rnn"] and "hidden" in result["rnn"]
     np.testing.assert_allclose(result["rnn"]["inputs"], expected, rtol=1e-4)
 
@@ -258,15 +275,17 @@ def test_input_gradients_of_both_bidirectional_halves():
 
     result = keras_gated.timestep_gradients(model, x, y)
 
-    x_forward, x_backward = tf.constant(x), tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch([x_forward, x_backward])
-        features = tf.concat(
+    (y_true,) = tensors(y)
+
+    def loss(x_forward, x_backward):
+        features = ops.concatenate(
             [bidi.forward_layer(x_forward), bidi.backward_layer(x_backward)],
             axis=-1,
         )
-        loss = tf.reduce_mean(tf.square(model.get_layer("head")(features) - y))
-    forward, backward = tape.gradient(loss, [x_forward, x_backward])
+        prediction = model.get_layer("head")(features)
+        return ops.mean(ops.square(prediction - y_true))
+
+    forward, backward = gradients(loss, (), [x, x])
     assert list(result) == ["bidi/forward", "bidi/backward"]
     np.testing.assert_allclose(
         result["bidi/forward"]["inputs"], norms(forward), rtol=1e-4
@@ -294,13 +313,13 @@ def test_masked_steps_have_zero_input_gradients_and_sample_weights_count():
 
     result = keras_gated.timestep_gradients(model, x, y, sample_weight=weights)
 
-    x_tensor = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x_tensor)
-        prediction = model(x_tensor)
-        per_sample = tf.reduce_mean(tf.square(prediction - y), axis=-1)
-        loss = tf.reduce_sum(weights * per_sample) / 4.0
-    expected = norms(tape.gradient(loss, x_tensor))
+    y_true, sample_weight = tensors(y, weights)
+
+    def loss(x):
+        per_sample = ops.mean(ops.square(model(x) - y_true), axis=-1)
+        return ops.sum(sample_weight * per_sample) / 4.0
+
+    expected = norms(gradients(loss, (), [x])[0])
     np.testing.assert_allclose(result["lstm"]["inputs"], expected, rtol=1e-4)
     np.testing.assert_array_equal(result["lstm"]["inputs"][4:], 0.0)
 
@@ -349,11 +368,12 @@ def test_an_unbuilt_subclassed_model():
 
     result = keras_gated.timestep_gradients(model, x, y)
 
-    x_tensor = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x_tensor)
-        loss = tf.reduce_mean(tf.square(model(x_tensor) - y))
-    expected = norms(tape.gradient(loss, x_tensor))
+    (y_true,) = tensors(y)
+
+    def loss(x):
+        return ops.mean(ops.square(model(x) - y_true))
+
+    expected = norms(gradients(loss, (), [x])[0])
     np.testing.assert_allclose(result["gru"]["inputs"], expected, rtol=1e-4)
 
 
