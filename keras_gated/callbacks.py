@@ -268,7 +268,8 @@ class TimestepGradientLogger(keras.callbacks.Callback):
       NaN at its masked steps.
       Scripts read them with TensorBoard's
       `EventAccumulator(log_dir, size_guidance={"tensors": 0})` (0 keeps
-      every step) and `tf.make_ndarray(event.tensor_proto)`.
+      every step) and `tensorboard.util.tensor_util.make_ndarray(
+      event.tensor_proto)` (or `tf.make_ndarray`).
     - Scalars tab, for every quantity:
       `gradient_norm/<layer>/<quantity>/first` and `/last`, the value at
       the first and the last timestep; `gradient_decay/<layer>/<quantity>`,
@@ -328,7 +329,10 @@ class TimestepGradientLogger(keras.callbacks.Callback):
     thread while training goes on (matplotlib's Agg backend, figures
     reused from step to step); `on_train_end` waits for them, and
     `flush()` does so on demand. Works with Sequential, Functional and
-    nested models, masking, and under `tf.distribute.MirroredStrategy`.
+    nested models, masking, and under `tf.distribute.MirroredStrategy`;
+    on every Keras backend, with the same values (the probe is a
+    `tf.function` on TensorFlow, a `jax.jit` on JAX, eager on PyTorch;
+    the writer needs no TensorFlow).
 
     Models without a recurrent layer, probes that do not fit the model
     and unwritable `log_dir`s raise a `ValueError` in `on_train_begin`,
