@@ -583,7 +583,9 @@ def probe_function(
     pass). On TensorFlow it is compiled with `tf.function`: after the
     first call (which traces), each call costs about a forward and a
     backward pass in graph mode (plus the Jacobians' pass if asked for);
-    on JAX and PyTorch it runs eagerly. Like
+    on JAX it is a `jax.jit` of the measurement as a function of the
+    variables' values (the first call compiles it); on PyTorch it runs
+    eagerly. Like
     `timestep_gradients`, it leaves the model's metrics and the states of
     its stateful layers as they were.
 
