@@ -71,11 +71,12 @@ def _stop(value):
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
 
 
-def compiled(function):
+def compiled(function, static=("weights",)):
     """`function` as a `tf.function` that XLA compiles on its own.
 
-    Its arguments named `weights` keep their static shapes (the loops'
-    shapes follow from them); all others are sequences, states or masks.
+    Its arguments named in `static` keep their static shapes (the loops'
+    shapes follow from the weights'); all others are sequences, states or
+    masks.
     XLA compiles once per input shape. The caller owns the gradient
     (`tf.custom_gradient`), so the tape is cut at the call: TensorFlow
     must not differentiate the compiled loop itself.
@@ -96,7 +97,7 @@ def compiled(function):
             return jit(**kwargs)
         specs = {
             name: tf.nest.map_structure(
-                _static_spec if name == "weights" else _relaxed_spec, value
+                _static_spec if name in static else _relaxed_spec, value
             )
             for name, value in kwargs.items()
         }

@@ -395,8 +395,8 @@ def _gradients(plan, inputs, initial, weight, sequences, upstream, d_final):
         if name in kept:
             reads[name] = kept[name]
 
-    def stretch(first, length, d_states):
-        d_projected, extras, d_states, d_probes = _backward_compiled(
+    def loop(first, length, d_states):
+        return _backward_compiled(
             description=description,
             initial=initial,
             weights=weight,
@@ -408,21 +408,54 @@ def _gradients(plan, inputs, initial, weight, sequences, upstream, d_final):
             first=tf.constant(first),
             length=length,
         )
-        d_x, parts = _input_gradients(
-            inputs, weight, d_projected, first, length
+
+    def shares(first, length, d_projected, extras):
+        return _shares_compiled(
+            description=description,
+            inputs=inputs,
+            initial=initial,
+            weights=weight,
+            sequences=sequences,
+            d_projected=d_projected,
+            extras=extras,
+            first=first,
+            length=length,
         )
-        parts.update(
-            description.weight_gradients(
-                initial, weight, sequences, d_projected, extras, parts, first
-            )
-        )
-        return d_states, d_x, parts, d_probes
 
     d_initial, d_inputs, d_weights, d_probes = _by_stretches(
-        inputs.shape[0], stretch, d_final
+        inputs.shape[0], loop, shares, d_final
     )
     d_weights = [tf.cast(d_weights[r], w.dtype) for r, w in weight.items()]
     return [d_inputs, *d_initial, *d_weights, *d_probes]
+
+
+def _shares(
+    description,
+    inputs,
+    initial,
+    weights,
+    sequences,
+    d_projected,
+    extras,
+    first,
+    length,
+):
+    """A stretch's gradient of its inputs and its shares of the weights'
+    gradients (a dict), from its gradient of the projected inputs and the
+    description's extras; compiled by XLA like the loops (one call, no
+    TensorFlow op dispatch per matmul)."""
+    d_x, parts = _input_gradients(inputs, weights, d_projected, first, length)
+    parts.update(
+        description.weight_gradients(
+            initial, weights, sequences, d_projected, extras, parts, first
+        )
+    )
+    return d_x, parts
+
+
+_shares_compiled = compiled(
+    _shares, static=("weights", "d_projected", "extras")
+)
 
 
 def _input_gradients(inputs, weight, d_projected, first, length):
@@ -443,27 +476,30 @@ def _input_gradients(inputs, weight, d_projected, first, length):
     return d_inputs, parts
 
 
-def _by_stretches(timesteps, stretch, states):
+def _by_stretches(timesteps, loop, shares, states):
     """The backward pass a stretch of time at a time (`arrays.segments`),
-    last first. `stretch(first, length, states)` runs one and returns the
-    gradients of the states before it, of its inputs, its shares of the
-    weights' gradients (a dict) and of the probes. Each stretch waits
-    until the previous one's are taken, so one stretch's gradient of the
-    projected inputs is held at a time.
+    last first. `loop(first, length, states)` runs a stretch's backward
+    loop and returns the gradients of the states before it, of its
+    projected inputs, the description's extras and the probes' gradients;
+    `shares(first, length, d_projected, extras)` turns those into the
+    stretch's gradient of its inputs and its shares of the weights'
+    gradients (a dict). Nothing orders them beyond their data: a
+    stretch's shares are taken while the next stretch's loop runs (the
+    loop's small sequential matmuls leave cores idle), and a stretch's
+    gradient of the projected inputs is freed once its shares are taken.
 
     Returns the gradients of the initial states, of the inputs and of the
     weights (summed over stretches), and of the probes.
     """
-    d_weights, d_inputs, d_probes, done = {}, [], [], []
+    d_weights, d_inputs, d_probes = {}, [], []
     for first, length in arrays.segments(timesteps):
-        with tf.control_dependencies(done):
-            states, d_x, parts, probes = stretch(first, length, states)
+        d_projected, extras, states, probes = loop(first, length, states)
+        d_x, parts = shares(first, length, d_projected, extras)
         d_weights = {
             name: arrays.add(d_weights.get(name), part)
             for name, part in parts.items()
         }
         d_inputs.append(d_x)
         d_probes.append(probes)
-        done = [d_x, *d_weights.values()]
     d_probes = [arrays.concat_over_time(list(p)) for p in zip(*d_probes)]
     return states, arrays.concat_over_time(d_inputs), d_weights, d_probes
