@@ -266,8 +266,8 @@ def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
 @pytest.mark.parametrize("timesteps", [None, 1, 2, 3, 4, 5, 7, 33, 200, 1001])
 def test_backward_stretches_cover_every_step_once(timesteps):
     """The backward pass's stretches of time, last first, cover every step
-    once, in at most four stretches of at most two lengths (two XLA
-    compiles); an unknown length is one stretch."""
+    once, in at most four stretches of at most two lengths (the backward
+    loop compiles at most twice); an unknown length is one stretch."""
     stretches = _tf.arrays.segments(timesteps)
     if timesteps is None:
         assert stretches == [(0, None)]
@@ -278,6 +278,28 @@ def test_backward_stretches_cover_every_step_once(timesteps):
     assert firsts == sorted(firsts, reverse=True)
     assert len(stretches) <= 4
     assert len({n for _, n in stretches}) <= 2
+
+
+@pytest.mark.parametrize("columns", [64, 100, 512])
+def test_blocked_matmul_equals_one_matmul(columns):
+    """The forward loops' matmuls in column blocks (`Blocked`) equal
+    NumPy's product, compiled by XLA and eagerly; one block in portable
+    graphs and where the matrix has at most one block's columns."""
+    from keras_gated._tf.description import BLOCK_COLUMNS
+    from keras_gated._tf.description import Blocked
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(8, 40)).astype("float32")
+    matrix = rng.normal(size=(40, columns)).astype("float32")
+    blocked = Blocked(tf.constant(matrix))
+    widths = [b.shape[1] for b in blocked.blocks]
+    assert sum(widths) == columns
+    assert max(widths) == min(columns, BLOCK_COLUMNS)
+    compiled = tf.function(blocked.__call__, jit_compile=True)
+    for got in (blocked(tf.constant(a)), compiled(tf.constant(a))):
+        np.testing.assert_allclose(got, a @ matrix, rtol=1e-5, atol=1e-5)
+    with _tf.portable():
+        assert len(Blocked(tf.constant(matrix)).blocks) == 1
 
 
 def test_state_probe_gradient_matches_finite_difference():

@@ -210,7 +210,8 @@ def segments(timesteps, count=4):
     time, the last first, which the backward pass takes one at a time:
     the gradient of the projected inputs, `(timesteps, batch, n)`, is
     then held a stretch at a time (the weights' gradients are summed over
-    stretches). At most two lengths, so at most two XLA compiles. One
+    stretches). At most two lengths, so the backward loop compiles at most
+    twice. One
     stretch `(0, None)` where the length is not static."""
     if timesteps is None:
         return [(0, None)]

@@ -24,6 +24,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from keras_gated._tf.compile import is_portable
+
 
 @dataclasses.dataclass(frozen=True)
 class Description:
@@ -81,9 +83,50 @@ def is_default(cell, *names):
 def joint_projection(input_kernel, kernel, columns=slice(None)):
     """`f(x_t, h) = (x_t W)[:, columns] + h U`: the inputs projected
     inside the loop by one matmul of `[x_t, h]` by `[W[:, columns]; U]`
-    per step (faster than two in the benchmarks); `x_t[:, columns] + h U`
-    where the inputs come projected (`input_kernel` None)."""
+    per step (faster than two in the benchmarks), in column blocks
+    (`Blocked`); `x_t[:, columns] + h U` where the inputs come projected
+    (`input_kernel` None)."""
     if input_kernel is None:
-        return lambda x, h: x[:, columns] + tf.matmul(h, kernel)
-    joint = tf.concat([input_kernel[:, columns], kernel], axis=0)
-    return lambda x, h: tf.matmul(tf.concat([x, h], axis=1), joint)
+        recurrent = Blocked(kernel)
+        return lambda x, h: x[:, columns] + recurrent(h)
+    joint = Blocked(tf.concat([input_kernel[:, columns], kernel], axis=0))
+    return lambda x, h: joint(tf.concat([x, h], axis=1))
+
+
+BLOCK_COLUMNS = 64
+"""The width of the column blocks of `Blocked`."""
+
+
+class Blocked:
+    """`a @ matrix` in a compiled loop, as one matmul per block of
+    `BLOCK_COLUMNS` columns of `matrix`, joined. On a CPU, XLA runs the
+    per-step matmuls of the forward loops (batch x (features + units)
+    by 4 units, say) in 0.5-0.7x the time this way
+    (`benchmarks/bench_layers.py`, "How it works" in the README): the
+    blocks are independent, so they run on all cores, where one such
+    small matmul runs on one. One matmul where a GPU is visible, in
+    `portable` graphs (each block would be an op of its own) and where
+    `matrix` has at most one block's columns.
+
+    The blocks are sliced once, ahead of the loop; each output column is
+    the same dot product as in one matmul.
+    """
+
+    def __init__(self, matrix):
+        columns = matrix.shape[-1]
+        if (
+            columns <= BLOCK_COLUMNS
+            or is_portable()
+            or tf.config.list_logical_devices("GPU")
+        ):
+            self.blocks = [matrix]
+        else:
+            self.blocks = [
+                matrix[:, start : start + BLOCK_COLUMNS]
+                for start in range(0, columns, BLOCK_COLUMNS)
+            ]
+
+    def __call__(self, a):
+        if len(self.blocks) == 1:
+            return tf.matmul(a, self.blocks[0])
+        return tf.concat([tf.matmul(a, b) for b in self.blocks], axis=1)

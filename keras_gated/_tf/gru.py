@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_gated import gates
 from keras_gated._tf import arrays
+from keras_gated._tf.description import Blocked
 from keras_gated._tf.description import Description
 from keras_gated._tf.description import is_default
 from keras_gated._tf.description import joint_projection
@@ -76,7 +77,12 @@ class GRUDescription(Description):
         kernel = weights["recurrent_kernel"]
         bias = weights.get("input_bias")
         if self.reset_after:
-            return input_kernel, kernel, bias, weights.get("recurrent_bias")
+            return (
+                None if input_kernel is None else Blocked(input_kernel),
+                Blocked(kernel),
+                bias,
+                weights.get("recurrent_bias"),
+            )
         # Both recurrent matmuls take their share of x_t W.
         zr, h = (
             self._columns(weights, _ZR),
@@ -194,13 +200,14 @@ class GRUDescription(Description):
 
 def _step_reset_after(context, x, h):
     """z, r, n with `reset_after=True`: two matmuls per step, x_t W and
-    h U (one of [x_t, h] by a block matrix with zeros was slower)."""
+    h U (one of [x_t, h] by a block matrix with zeros was slower), each in
+    column blocks (`Blocked`)."""
     input_kernel, kernel, bias, recurrent_bias = context
     if input_kernel is not None:
-        x = tf.matmul(x, input_kernel)
+        x = input_kernel(x)
     x = gates.split_gates(arrays.plus(x, bias), gates.GRU_GATES)
     q = gates.split_gates(
-        arrays.plus(tf.matmul(h, kernel), recurrent_bias), gates.GRU_GATES
+        arrays.plus(kernel(h), recurrent_bias), gates.GRU_GATES
     )
     z = sigmoid(x["update"] + q["update"])
     r = sigmoid(x["reset"] + q["reset"])
