@@ -207,12 +207,12 @@ def sum_over_steps(d_sequence):
 
 def segments(timesteps, count=4):
     """The `(first, length)` of up to `count` consecutive stretches of
-    time, the last first, which the backward pass takes one at a time:
-    the gradient of the projected inputs, `(timesteps, batch, n)`, is
-    then held a stretch at a time (the weights' gradients are summed over
+    time, the last first, which the backward pass takes one after the
+    other: the gradient of the projected inputs, `(timesteps, batch, n)`,
+    is held a stretch or two at a time, and a stretch's weight gradients
+    are taken while the next one's loop runs (they are summed over
     stretches). At most two lengths, so the backward loop compiles at most
-    twice. One
-    stretch `(0, None)` where the length is not static."""
+    twice. One stretch `(0, None)` where the length is not static."""
     if timesteps is None:
         return [(0, None)]
     length = -(-timesteps // count)
