@@ -17,9 +17,10 @@ gradients, each with its equations. This module owns everything else:
   the last step to the first, adding the upstream gradients of the
   returned sequences (skipped where TensorFlow hands over zeros), in up to
   four stretches of time, last first (`arrays.segments`), each
-  stretch's share of the weight and input gradients (large TensorFlow
-  matmuls over all its steps) taken before the next one runs, so the
-  gradient of the projected inputs is held a stretch at a time;
+  stretch's share of the weight and input gradients (large matmuls over
+  all its steps, compiled by XLA: `_shares`) taken while the next
+  stretch's loop runs, so the gradient of the projected inputs is held a
+  stretch or two at a time;
 - the custom gradient that joins the two (`run`), dtypes, and compiling
   (`keras_gated._tf.compile`).
 
