@@ -101,8 +101,8 @@ class Blocked:
     """`a @ matrix` in a compiled loop, as one matmul per block of
     `BLOCK_COLUMNS` columns of `matrix`, joined. On a CPU, XLA runs the
     per-step matmuls of the forward loops (batch x (features + units)
-    by 4 units, say) in 0.5-0.7x the time this way
-    (`benchmarks/bench_layers.py`, "How it works" in the README): the
+    by 4 units, say) in 0.5-0.7x the time this way (timed in a loop of
+    such matmuls alone; README, "Performance", "Since that table"): the
     blocks are independent, so they run on all cores, where one such
     small matmul runs on one. One matmul where a GPU is visible, in
     `portable` graphs (each block would be an op of its own) and where
