@@ -37,7 +37,8 @@ class Description:
         internals: per-step values a description may store time-major
             for its weight gradients (never returned, not zeroed at
             masked steps).
-        extras: per-step sequences the backward step returns beside the
+        extras: per-step sequences, as wide as all gates together, that
+            the backward step returns beside the
             gradient of the projected inputs.
         loop_reads: the sequences `backward_step` may read (those of
             them that `backward_layout` stores).
@@ -104,7 +105,10 @@ class Blocked:
     by 4 units, say) in 0.5-0.7x the time this way (timed in a loop of
     such matmuls alone; README, "Performance", "Since that table"): the
     blocks are independent, so they run on all cores, where one such
-    small matmul runs on one. One matmul where a GPU is visible, in
+    small matmul runs on one. The backward loops' dz U^T (batch x 4
+    units by units) too: alone the split did not pay, but in a training
+    step (`fit`, and most under `jit_compile=True`) it did (README,
+    "Performance"). One matmul where a GPU is visible, in
     `portable` graphs (each block would be an op of its own) and where
     `matrix` has at most one block's columns.
 

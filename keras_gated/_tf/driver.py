@@ -139,7 +139,7 @@ def _backward(
             tuple(d_states),
             arrays.sequence_array(blocks, steps[0]),
             {
-                n: arrays.sequence_array(template, steps[0])
+                n: arrays.sequence_array(blocks, steps[0])
                 for n in description.extras
             },
             tuple(
@@ -448,7 +448,7 @@ def _shares(
     d_x, parts = _input_gradients(inputs, weights, d_projected, first, length)
     parts.update(
         description.weight_gradients(
-            initial, weights, sequences, d_projected, extras, parts, first
+            initial, weights, sequences, d_projected, extras, first
         )
     )
     return d_x, parts

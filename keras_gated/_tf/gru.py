@@ -31,16 +31,19 @@ class GRUDescription(Description):
     """The GRU step, its backward step and its weight gradients.
 
     `reset_after=False` stores r_t * h_{t-1} ("reset_hidden") for the
-    kernel gradient; `reset_after=True` returns, beside dz, the gradient
-    of h_{t-1} U_h + b'_h ("recurrent_candidate"), which U_h's and b'_h's
-    gradients take instead of dz's candidate block.
+    kernel gradient. `reset_after=True` stores q_t = h_{t-1} U_h + b'_h
+    ("recurrent_candidate"), which its backward step reads (rather than
+    recompute it, a matmul in the sequential loop), and returns, beside
+    the projected inputs' gradient, that of h_{t-1} U + b' ("recurrent":
+    dz, dr and dq = da_n * r), which U and b' take whole: one matmul over
+    the stretch for U, not one for all of dz and another for U_h.
     """
 
     reset_after: bool = True
 
     gates = GRU_GATES
-    loop_reads = GRU_GATES + ("hidden",)
-    time_major = ("hidden", "reset_hidden")
+    loop_reads = GRU_GATES + ("hidden", "recurrent_candidate")
+    time_major = ("hidden", "reset_hidden", "recurrent_candidate")
     # With the inputs projected ahead of the loop (input dropout) and no
     # stored sequence, XLA's CPU backend fused the whole step into one
     # loop that ran much slower (README, "How it works"); a kept store of
@@ -49,11 +52,13 @@ class GRUDescription(Description):
 
     @property
     def internals(self):
-        return () if self.reset_after else ("reset_hidden",)
+        return (
+            ("recurrent_candidate",) if self.reset_after else ("reset_hidden",)
+        )
 
     @property
     def extras(self):
-        return ("recurrent_candidate",) if self.reset_after else ()
+        return ("recurrent",) if self.reset_after else ()
 
     def supports(self, cell):
         return is_default(cell, "activation", "recurrent_activation")
@@ -63,9 +68,8 @@ class GRUDescription(Description):
 
     def backward_layout(self, masked, probed, static):
         """The gates batch-major; h time-major (the loop reads h_{t-1},
-        the kernel gradient takes it over all steps), and r * h_{t-1}
-        with `reset_after=False`. With `reset_after=True`,
-        h_{t-1} U_h + b'_h is recomputed per step instead of stored."""
+        the kernel gradient takes it over all steps), and the internal
+        (h_{t-1} U_h + b'_h, or r * h_{t-1} with `reset_after=False`)."""
         return self.gates, ("hidden",) + self.internals
 
     def _columns(self, weights, selected):
@@ -100,8 +104,8 @@ class GRUDescription(Description):
         to h_t."""
         (h,) = states
         if self.reset_after:
-            z, r, n = _step_reset_after(context, x, h)
-            values = {}
+            z, r, n, q = _step_reset_after(context, x, h)
+            values = {"recurrent_candidate": q}
         else:
             zr_of, h_of, bias_zr, bias_h = context
             zr = sigmoid(arrays.plus(zr_of(x, h), bias_zr))
@@ -113,15 +117,14 @@ class GRUDescription(Description):
         return (h_new,), values
 
     def backward_context(self, weights, template):
+        """U^T (in column blocks, `Blocked`, as the forward's matmuls),
+        or with `reset_after=False` U_zr^T and U_h^T."""
         kernel = weights["recurrent_kernel"]
-        h = self._columns(weights, ("candidate",))
-        bias = weights.get("recurrent_bias")
+        if self.reset_after:
+            return Blocked(tf.transpose(kernel))
         return (
-            tf.transpose(kernel),
             tf.transpose(kernel[:, self._columns(weights, _ZR)]),
-            kernel[:, h],
-            tf.transpose(kernel[:, h]),
-            None if bias is None else bias[h],
+            tf.transpose(kernel[:, self._columns(weights, ("candidate",))]),
         )
 
     def backward_step(self, context, reads, t, d_states, up):
@@ -129,7 +132,7 @@ class GRUDescription(Description):
 
             dn = dh * (1 - z) + up_h,   da_n = dn * (1 - n^2)
             dz = (dh * (h_{t-1} - n) + up_z) * z (1 - z)
-            reset_after=True, with q = h_{t-1} U_h + b'_h recomputed:
+            reset_after=True, with q = h_{t-1} U_h + b'_h stored:
                 dr = (da_n * q + up_r) * r (1 - r),   dq = da_n * r
                 dh_{t-1} = dh * z + [dz, dr, dq] U^T
             reset_after=False, with dp = da_n U_h^T (p = r * h_{t-1}):
@@ -138,9 +141,8 @@ class GRUDescription(Description):
 
         Returns the previous state's gradient, the state's total gradient
         (dh: a probe's), the projected inputs' [dz, dr, da_n] and, with
-        `reset_after`, dq as "recurrent_candidate".
+        `reset_after`, [dz, dr, dq] as "recurrent".
         """
-        kernel_t, kernel_zr_t, kernel_h, kernel_h_t, bias_h = context
         (dh,) = d_states
         z, r, n = (reads.value(name, t) for name in self.gates)
         h_prev = reads.previous("hidden", t)
@@ -149,13 +151,14 @@ class GRUDescription(Description):
         dh_prev = dh * z
         extras = {}
         if self.reset_after:
-            q = arrays.plus(tf.matmul(h_prev, kernel_h), bias_h)
+            q = reads.value("recurrent_candidate", t)
             dar = arrays.plus(dan * q, up["reset"]) * r * (1 - r)
-            extras["recurrent_candidate"] = dan * r
             recurrent = {"update": daz, "reset": dar, "candidate": dan * r}
             recurrent = gates.join_gates(recurrent, self.gates)
-            dh_prev = dh_prev + tf.matmul(recurrent, kernel_t)
+            extras["recurrent"] = recurrent
+            dh_prev = dh_prev + context(recurrent)
         else:
+            kernel_zr_t, kernel_h_t = context
             dp = tf.matmul(dan, kernel_h_t)
             dar = arrays.plus(dp * h_prev, up["reset"]) * r * (1 - r)
             recurrent = gates.join_gates({"update": daz, "reset": dar}, _ZR)
@@ -165,43 +168,38 @@ class GRUDescription(Description):
         )
         return (dh_prev,), (dh,), dx, extras
 
-    def weight_gradients(
-        self, initial, weights, sequences, dx, extras, parts, first
-    ):
-        """dU_zr = sum_t h_{t-1}^T dx_zr; dU_h = sum_t h_{t-1}^T dq_t
-        (reset_after) or sum_t (r_t * h_{t-1})^T dx_h; db' = [db_zr,
-        sum_t dq_t]. Each matmul takes a whole stretch, computing a block
-        it does not need rather than copying a slice."""
+    def weight_gradients(self, initial, weights, sequences, dx, extras, first):
+        """reset_after=True: dU = sum_t h_{t-1}^T [dz, dr, dq]_t and
+        db' = sum_t [dz, dr, dq]_t. reset_after=False: dU_zr = sum_t
+        h_{t-1}^T dx_zr and dU_h = sum_t (r_t * h_{t-1})^T dx_h. Each
+        matmul takes a whole stretch, computing a block it does not need
+        rather than copying a slice."""
         time_major = sequences[1]
         h0 = initial[0]
+        if self.reset_after:
+            recurrent = extras["recurrent"]
+            result = {
+                "recurrent_kernel": arrays.matmul_shifted(
+                    h0, time_major["hidden"], recurrent, first
+                )
+            }
+            if "recurrent_bias" in weights:
+                result["recurrent_bias"] = arrays.sum_over_steps(recurrent)
+            return result
         by_h = arrays.matmul_shifted(h0, time_major["hidden"], dx, first)
         blocks = gates.split_gates(by_h, self.gates)
-        result = {}
-        if self.reset_after:
-            dq = extras["recurrent_candidate"]
-            blocks["candidate"] = arrays.matmul_shifted(
-                h0, time_major["hidden"], dq, first
-            )
-            if "recurrent_bias" in weights:
-                bias = gates.split_gates(parts["input_bias"], self.gates)
-                bias["candidate"] = arrays.sum_over_steps(dq)
-                result["recurrent_bias"] = gates.join_gates(bias, self.gates)
-        else:
-            p = time_major["reset_hidden"]
-            if dx.shape[0] is not None:
-                p = p[first : first + dx.shape[0]]
-            by_p = arrays.matmul_over_time(p, dx)
-            blocks["candidate"] = gates.split_gates(by_p, self.gates)[
-                "candidate"
-            ]
-        result["recurrent_kernel"] = gates.join_gates(blocks, self.gates)
-        return result
+        p = time_major["reset_hidden"]
+        if dx.shape[0] is not None:
+            p = p[first : first + dx.shape[0]]
+        by_p = arrays.matmul_over_time(p, dx)
+        blocks["candidate"] = gates.split_gates(by_p, self.gates)["candidate"]
+        return {"recurrent_kernel": gates.join_gates(blocks, self.gates)}
 
 
 def _step_reset_after(context, x, h):
-    """z, r, n with `reset_after=True`: two matmuls per step, x_t W and
-    h U (one of [x_t, h] by a block matrix with zeros was slower), each in
-    column blocks (`Blocked`)."""
+    """z, r, n and q = h U_h + b'_h with `reset_after=True`: two matmuls
+    per step, x_t W and h U (one of [x_t, h] by a block matrix with zeros
+    was slower), each in column blocks (`Blocked`)."""
     input_kernel, kernel, bias, recurrent_bias = context
     if input_kernel is not None:
         x = input_kernel(x)
@@ -211,7 +209,8 @@ def _step_reset_after(context, x, h):
     )
     z = sigmoid(x["update"] + q["update"])
     r = sigmoid(x["reset"] + q["reset"])
-    return z, r, tf.tanh(x["candidate"] + r * q["candidate"])
+    n = tf.tanh(x["candidate"] + r * q["candidate"])
+    return z, r, n, q["candidate"]
 
 
 RESET_AFTER = GRUDescription(reset_after=True)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_gated import gates
 from keras_gated._tf import arrays
+from keras_gated._tf.description import Blocked
 from keras_gated._tf.description import Description
 from keras_gated._tf.description import is_default
 from keras_gated._tf.description import joint_projection
@@ -75,7 +76,7 @@ class LSTMDescription(Description):
         return (h_new, c_new), g
 
     def backward_context(self, weights, template):
-        return tf.transpose(weights["recurrent_kernel"])
+        return Blocked(tf.transpose(weights["recurrent_kernel"]))
 
     def backward_step(self, kernel_t, reads, t, d_states, up):
         """Given dh = dL/dh_t and dc = dL/dc_t (what reaches them from
@@ -88,6 +89,8 @@ class LSTMDescription(Description):
             dz_c = (dc_t^total * i + up_c) * (1 - g^2)
             dz_o = (dh * tanh(c_t) + up_o) * o (1 - o)
             dh_{t-1} = dz U^T,  dc_{t-1} = dc_t^total * f
+
+        (dz U^T in column blocks, `Blocked`, as the forward's matmul.)
 
         Returns the previous states' gradients, the states' total
         gradients (dh, dc_t^total: a probe's), dz and no extras.
@@ -106,11 +109,9 @@ class LSTMDescription(Description):
             "output": arrays.plus(dh * tc, up["output"]) * o * (1 - o),
         }
         dz = gates.join_gates(dz, self.gates)
-        return (tf.matmul(dz, kernel_t), dct * f), (dh, dct), dz, {}
+        return (kernel_t(dz), dct * f), (dh, dct), dz, {}
 
-    def weight_gradients(
-        self, initial, weights, sequences, dz, extras, parts, first
-    ):
+    def weight_gradients(self, initial, weights, sequences, dz, extras, first):
         """dU = sum_t h_{t-1}^T dz_t over the stretch's steps (h_{-1} the
         initial state), from the kept h or recomputed from o and c."""
         hidden = sequences[1].get("hidden")

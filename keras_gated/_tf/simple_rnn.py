@@ -69,9 +69,7 @@ class SimpleRNNDescription(Description):
         dz = arrays.plus(dh * (1 - a * a), up["pre_activation"])
         return (tf.matmul(dz, kernel_t),), (dh,), dz, {}
 
-    def weight_gradients(
-        self, initial, weights, sequences, dz, extras, parts, first
-    ):
+    def weight_gradients(self, initial, weights, sequences, dz, extras, first):
         """dU = sum_t h_{t-1}^T dz_t (h_{-1} the initial state)."""
         hidden = sequences[1]["hidden"]
         kernel = arrays.matmul_shifted(initial[0], hidden, dz, first)
