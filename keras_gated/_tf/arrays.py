@@ -125,9 +125,21 @@ def at(buffer, t):
     return tf.reshape(step, tf.shape(step)[::2])
 
 
-def before(buffer, t, initial):
-    """`buffer[:, t - 1]`, `initial` at t = 0 (no shifted copy is made)."""
-    return tf.where(t > 0, at(buffer, tf.maximum(t - 1, 0)), initial)
+def at_time(sequence, t):
+    """`sequence[t]` of a time-major `(timesteps, batch, units)` tensor,
+    read in place under XLA (a TensorArray over it would copy it whole
+    first)."""
+    if is_portable():
+        return tf.gather(sequence, t)
+    size = tf.concat([[1], tf.shape(sequence)[1:]], axis=0)
+    step = tf_xla.dynamic_slice(sequence, tf.stack([t, 0, 0]), size)
+    return tf.reshape(step, tf.shape(step)[1:])
+
+
+def before(buffer, t, initial, read=at):
+    """`buffer[:, t - 1]` (`read(buffer, t - 1)`), `initial` at t = 0 (no
+    shifted copy is made)."""
+    return tf.where(t > 0, read(buffer, tf.maximum(t - 1, 0)), initial)
 
 
 def recorder(template, inputs, batch_major, time_major):
@@ -205,16 +217,21 @@ def sum_over_steps(d_sequence):
     return tf.reduce_sum(tf.cast(d_sequence, tf.float32), axis=(0, 1))
 
 
-def segments(timesteps, count=4):
+def segments(timesteps, count=None):
     """The `(first, length)` of up to `count` consecutive stretches of
     time, the last first, which the backward pass takes one after the
     other: the gradient of the projected inputs, `(timesteps, batch, n)`,
-    is held a stretch or two at a time, and a stretch's weight gradients
+    is held a few stretches at a time, and a stretch's weight gradients
     are taken while the next one's loop runs (they are summed over
-    stretches). At most two lengths, so the backward loop compiles at most
-    twice. One stretch `(0, None)` where the length is not static."""
+    stretches). `count` defaults to 4, and 8 from 32 steps on (less held
+    where it is large; each stretch start traces its weight gradients
+    anew, which costs more than it saves where T is small). At most two
+    lengths, so the backward loop compiles at most twice. One stretch
+    `(0, None)` where the length is not static."""
     if timesteps is None:
         return [(0, None)]
+    if count is None:
+        count = 4 if timesteps < 32 else 8
     length = -(-timesteps // count)
     stretches = []
     end = timesteps

@@ -37,8 +37,8 @@ class Description:
         internals: per-step values a description may store time-major
             for its weight gradients (never returned, not zeroed at
             masked steps).
-        extras: per-step sequences, as wide as all gates together, that
-            the backward step returns beside the
+        extras: per-step sequences, `(batch, units)` each, that the
+            backward step returns beside the
             gradient of the projected inputs.
         loop_reads: the sequences `backward_step` may read (those of
             them that `backward_layout` stores).

@@ -16,11 +16,11 @@ gradients, each with its equations. This module owns everything else:
 - the backward loop (`_backward`): the description's backward step from
   the last step to the first, adding the upstream gradients of the
   returned sequences (skipped where TensorFlow hands over zeros), in up to
-  four stretches of time, last first (`arrays.segments`), each
-  stretch's share of the weight and input gradients (large matmuls over
-  all its steps, compiled by XLA: `_shares`) taken while the next
-  stretch's loop runs, so the gradient of the projected inputs is held a
-  stretch or two at a time;
+  four stretches of time (eight from 32 steps on), last first
+  (`arrays.segments`), each stretch's share of the weight and input
+  gradients (large matmuls over all its steps, compiled by XLA:
+  `_shares`) taken while the next stretch's loop runs, so the gradient
+  of the projected inputs is held a few stretches at a time;
 - the custom gradient that joins the two (`run`), dtypes, and compiling
   (`keras_gated._tf.compile`).
 
@@ -139,7 +139,7 @@ def _backward(
             tuple(d_states),
             arrays.sequence_array(blocks, steps[0]),
             {
-                n: arrays.sequence_array(blocks, steps[0])
+                n: arrays.sequence_array(template, steps[0])
                 for n in description.extras
             },
             tuple(
@@ -196,32 +196,33 @@ def _back_step(description, reads, context, upstream, probed, mask_ta, first):
 class _Reads:
     """What a backward step reads: `value(name, t)`, step t of a stored
     sequence, and `previous(name, t)`, step t - 1 of a state's (the
-    initial state at t = 0). Batch-major buffers are read in place;
-    the description's `time_major` sequences through TensorArrays."""
+    initial state at t = 0). Batch-major buffers and the description's
+    `time_major` sequences are read in place."""
 
     def __init__(self, description, sequences, initial):
         self._initial = dict(zip(description.states, initial))
-        self._sequences = {
-            name: arrays.unstack(s) if name in description.time_major else s
-            for name, s in sequences.items()
-        }
-        self._raw = sequences
+        self._sequences = sequences
         self._time_major = description.time_major
 
     def timesteps(self):
         """`(dynamic, static)` number of steps of the stored sequences."""
-        name, sequence = next(iter(self._raw.items()))
+        name, sequence = next(iter(self._sequences.items()))
         axis = 0 if name in self._time_major else 1
         return tf.shape(sequence)[axis], sequence.shape[axis]
 
     def has(self, name):
         return name in self._sequences
 
+    def _reader(self, name):
+        return arrays.at_time if name in self._time_major else arrays.at
+
     def value(self, name, t):
-        return arrays.at(self._sequences[name], t)
+        return self._reader(name)(self._sequences[name], t)
 
     def previous(self, name, t):
-        return arrays.before(self._sequences[name], t, self._initial[name])
+        return arrays.before(
+            self._sequences[name], t, self._initial[name], self._reader(name)
+        )
 
 
 _forward_compiled = compiled(_forward)
@@ -484,18 +485,25 @@ def _by_stretches(timesteps, loop, shares, states):
     projected inputs, the description's extras and the probes' gradients;
     `shares(first, length, d_projected, extras)` turns those into the
     stretch's gradient of its inputs and its shares of the weights'
-    gradients (a dict). Nothing orders them beyond their data: a
-    stretch's shares are taken while the next stretch's loop runs (the
-    loop's small sequential matmuls leave cores idle), and a stretch's
-    gradient of the projected inputs is freed once its shares are taken.
+    gradients (a dict). A stretch's shares are taken while the next
+    stretch's loop runs (the loop's small sequential matmuls leave cores
+    idle), and a stretch's gradient of the projected inputs is freed once
+    its shares are taken; the loop after that next one waits for them
+    (without it, TensorFlow's executor could run every loop ahead of the
+    shares and hold every stretch's gradient).
 
     Returns the gradients of the initial states, of the inputs and of the
     weights (summed over stretches), and of the probes.
     """
     d_weights, d_inputs, d_probes = {}, [], []
+    taken = []
     for first, length in arrays.segments(timesteps):
+        if len(taken) >= 2:
+            with tf.control_dependencies(taken[-2]):
+                states = [tf.identity(s) for s in states]
         d_projected, extras, states, probes = loop(first, length, states)
         d_x, parts = shares(first, length, d_projected, extras)
+        taken.append([d_x, *parts.values()])
         d_weights = {
             name: arrays.add(d_weights.get(name), part)
             for name, part in parts.items()

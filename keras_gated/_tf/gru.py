@@ -34,9 +34,8 @@ class GRUDescription(Description):
     kernel gradient. `reset_after=True` stores q_t = h_{t-1} U_h + b'_h
     ("recurrent_candidate"), which its backward step reads (rather than
     recompute it, a matmul in the sequential loop), and returns, beside
-    the projected inputs' gradient, that of h_{t-1} U + b' ("recurrent":
-    dz, dr and dq = da_n * r), which U and b' take whole: one matmul over
-    the stretch for U, not one for all of dz and another for U_h.
+    the projected inputs' gradient [dz, dr, da_n], dq = da_n * r
+    ("candidate_gradient"), the gradient of q: U and b' take [dz, dr, dq].
     """
 
     reset_after: bool = True
@@ -58,7 +57,7 @@ class GRUDescription(Description):
 
     @property
     def extras(self):
-        return ("recurrent",) if self.reset_after else ()
+        return ("candidate_gradient",) if self.reset_after else ()
 
     def supports(self, cell):
         return is_default(cell, "activation", "recurrent_activation")
@@ -141,7 +140,7 @@ class GRUDescription(Description):
 
         Returns the previous state's gradient, the state's total gradient
         (dh: a probe's), the projected inputs' [dz, dr, da_n] and, with
-        `reset_after`, [dz, dr, dq] as "recurrent".
+        `reset_after`, dq as "candidate_gradient".
         """
         (dh,) = d_states
         z, r, n = (reads.value(name, t) for name in self.gates)
@@ -153,9 +152,9 @@ class GRUDescription(Description):
         if self.reset_after:
             q = reads.value("recurrent_candidate", t)
             dar = arrays.plus(dan * q, up["reset"]) * r * (1 - r)
+            extras["candidate_gradient"] = dan * r
             recurrent = {"update": daz, "reset": dar, "candidate": dan * r}
             recurrent = gates.join_gates(recurrent, self.gates)
-            extras["recurrent"] = recurrent
             dh_prev = dh_prev + context(recurrent)
         else:
             kernel_zr_t, kernel_h_t = context
@@ -170,14 +169,17 @@ class GRUDescription(Description):
 
     def weight_gradients(self, initial, weights, sequences, dx, extras, first):
         """reset_after=True: dU = sum_t h_{t-1}^T [dz, dr, dq]_t and
-        db' = sum_t [dz, dr, dq]_t. reset_after=False: dU_zr = sum_t
-        h_{t-1}^T dx_zr and dU_h = sum_t (r_t * h_{t-1})^T dx_h. Each
-        matmul takes a whole stretch, computing a block it does not need
-        rather than copying a slice."""
+        db' = sum_t [dz, dr, dq]_t, [dz, dr, dq] joined for the stretch
+        (a temporary of the shares' computation; the loop keeps dq
+        alone). reset_after=False: dU_zr = sum_t h_{t-1}^T dx_zr and
+        dU_h = sum_t (r_t * h_{t-1})^T dx_h, computing a block it does not
+        need rather than copying a slice."""
         time_major = sequences[1]
         h0 = initial[0]
         if self.reset_after:
-            recurrent = extras["recurrent"]
+            blocks = gates.split_gates(dx, self.gates)
+            blocks["candidate"] = extras["candidate_gradient"]
+            recurrent = gates.join_gates(blocks, self.gates)
             result = {
                 "recurrent_kernel": arrays.matmul_shifted(
                     h0, time_major["hidden"], recurrent, first
