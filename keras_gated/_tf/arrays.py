@@ -127,8 +127,7 @@ def at(buffer, t):
 
 def at_time(sequence, t):
     """`sequence[t]` of a time-major `(timesteps, batch, units)` tensor,
-    read in place under XLA (a TensorArray over it would copy it whole
-    first)."""
+    a slice read in place under XLA (`tf.gather` in `portable` graphs)."""
     if is_portable():
         return tf.gather(sequence, t)
     size = tf.concat([[1], tf.shape(sequence)[1:]], axis=0)

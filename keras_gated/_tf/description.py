@@ -103,14 +103,14 @@ class Blocked:
     `BLOCK_COLUMNS` columns of `matrix`, joined. On a CPU, XLA runs the
     per-step matmuls of the forward loops (batch x (features + units)
     by 4 units, say) in 0.5-0.7x the time this way (timed in a loop of
-    such matmuls alone; README, "Performance", "Since that table"): the
+    such matmuls alone; README, "Performance", "Where the time goes"): the
     blocks are independent, so they run on all cores, where one such
     small matmul runs on one. The backward loops' dz U^T (batch x 4
     units by units) too: alone the split did not pay, but in a training
     step (`fit`, and most under `jit_compile=True`) it did (README,
-    "Performance"). One matmul where a GPU is visible, in
-    `portable` graphs (each block would be an op of its own) and where
-    `matrix` has at most one block's columns.
+    "Performance", "What changed this time"). One matmul where a GPU is
+    visible, in `portable` graphs (each block would be an op of its own)
+    and where `matrix` has at most one block's columns.
 
     The blocks are sliced once, ahead of the loop; each output column is
     the same dot product as in one matmul.
