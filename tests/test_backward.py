@@ -235,13 +235,14 @@ def test_portable_graphs_equal_unrolled_autodiff(cls, kwargs):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("timesteps", [1, 32, 33, 70])
+@pytest.mark.parametrize("timesteps", [1, 32, 33, 70, 600])
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
     """Without a mask or probes, the LSTM's kernel gradient recomputes
-    h_{t-1} = o * tanh(c) in slices of time within each of up to four
-    backward stretches: across slice and stretch edges (32, 33, 70 steps)
-    the gradients equal the built-in layer's."""
+    h_{t-1} = o * tanh(c) in slices of time of at least 32 steps within
+    each of up to sixteen backward stretches: across slice and stretch
+    edges (32, 33, 70 steps; 600, whose stretches of 38 steps take two
+    slices) the gradients equal the built-in layer's."""
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(BATCH, timesteps, FEATURES)), tf.float32)
     builtin = keras.layers.LSTM(UNITS, return_sequences=return_sequences)
@@ -266,9 +267,9 @@ def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
 @pytest.mark.parametrize("timesteps", [None, 1, 2, 3, 4, 5, 7, 33, 200, 1001])
 def test_backward_stretches_cover_every_step_once(timesteps):
     """The backward pass's stretches of time, last first, cover every step
-    once, in at most four stretches below 32 steps and eight from 32 on,
-    of at most two lengths (the backward loop compiles at most twice); an
-    unknown length is one stretch."""
+    once, in at most sixteen stretches of at least four steps (the first
+    may be shorter), of at most two lengths (the backward loop compiles at
+    most twice); an unknown length is one stretch."""
     stretches = _tf.arrays.segments(timesteps)
     if timesteps is None:
         assert stretches == [(0, None)]
@@ -277,8 +278,15 @@ def test_backward_stretches_cover_every_step_once(timesteps):
     assert sorted(steps) == list(range(timesteps))
     firsts = [first for first, _ in stretches]
     assert firsts == sorted(firsts, reverse=True)
-    assert len(stretches) <= (4 if timesteps < 32 else 8)
+    assert len(stretches) <= 16
+    assert all(n >= 4 for first, n in stretches if first > 0)
     assert len({n for _, n in stretches}) <= 2
+    # As short as these bounds allow: one step shorter would need more
+    # than sixteen stretches.
+    length = stretches[0][1]
+    assert (
+        length == timesteps or length == 4 or -(-timesteps // (length - 1)) > 16
+    )
 
 
 @pytest.mark.parametrize("columns", [64, 100, 512])

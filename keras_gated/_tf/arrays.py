@@ -196,15 +196,41 @@ def initial_term(initial, d_sequence):
     )
 
 
+def starts(first):
+    """Whether a stretch's `first` step is the sequence's first: `first`
+    is the int 0 there and an int32 scalar tensor elsewhere (one trace of
+    the shares' computation serves every later stretch)."""
+    return isinstance(first, int) and first == 0
+
+
+def window(sequence, start, length, axis=0):
+    """`length` steps of `sequence` from `start` along `axis` (a slice
+    read in place under XLA where `start` is a tensor)."""
+    if isinstance(start, int):
+        index = [slice(None)] * axis + [slice(start, start + length)]
+        return sequence[tuple(index)]
+    rank = sequence.shape.rank
+    begin = tf.stack([start if a == axis else 0 for a in range(rank)])
+    dynamic = tf.shape(sequence)
+    size = tf.stack([length if a == axis else dynamic[a] for a in range(rank)])
+    if is_portable():
+        part = tf.slice(sequence, begin, size)
+    else:
+        # A dynamic slice: tf.slice would make XLA compile once per start.
+        part = tf_xla.dynamic_slice(sequence, begin, size)
+    shape = sequence.shape.as_list()
+    shape[axis] = length
+    part.set_shape(shape)
+    return part
+
+
 def matmul_shifted(initial, sequence, d_sequence, first=0):
     """sum_t s_{t-1}^T d_t over the steps t = first, first + 1, ... that
     `d_sequence` holds, s_{-1} being `initial`, from the whole time-major
-    `sequence` (no shifted copy is made)."""
+    `sequence` (no shifted copy is made). `first`: see `starts`."""
     length = d_sequence.shape[0]
-    if first > 0:
-        return matmul_over_time(
-            sequence[first - 1 : first - 1 + length], d_sequence
-        )
+    if not starts(first):
+        return matmul_over_time(window(sequence, first - 1, length), d_sequence)
     previous = sequence[:-1] if length is None else sequence[: length - 1]
     return initial_term(initial, d_sequence) + matmul_over_time(
         previous, d_sequence[1:]
@@ -216,22 +242,18 @@ def sum_over_steps(d_sequence):
     return tf.reduce_sum(tf.cast(d_sequence, tf.float32), axis=(0, 1))
 
 
-def segments(timesteps, count=None):
+def segments(timesteps, count=16, shortest=4):
     """The `(first, length)` of up to `count` consecutive stretches of
-    time, the last first, which the backward pass takes one after the
-    other: the gradient of the projected inputs, `(timesteps, batch, n)`,
-    is held a few stretches at a time, and a stretch's weight gradients
-    are taken while the next one's loop runs (they are summed over
-    stretches). `count` defaults to 4, and 8 from 32 steps on (less held
-    where it is large; each stretch start traces its weight gradients
-    anew, which costs more than it saves where T is small). At most two
-    lengths, so the backward loop compiles at most twice. One stretch
-    `(0, None)` where the length is not static."""
+    time of at least `shortest` steps (but one), the last first, which
+    the backward pass takes one after the other: the gradient of the
+    projected inputs, `(timesteps, batch, n)`, is held a few stretches at
+    a time, and a stretch's weight gradients are taken while the next
+    one's loop runs (they are summed over stretches). At most two
+    lengths, so the backward loop and the weight gradients compile at
+    most twice. One stretch `(0, None)` where the length is not static."""
     if timesteps is None:
         return [(0, None)]
-    if count is None:
-        count = 4 if timesteps < 32 else 8
-    length = -(-timesteps // count)
+    length = max(shortest, -(-timesteps // count))
     stretches = []
     end = timesteps
     while end > 0:

@@ -16,11 +16,13 @@ gradients, each with its equations. This module owns everything else:
 - the backward loop (`_backward`): the description's backward step from
   the last step to the first, adding the upstream gradients of the
   returned sequences (skipped where TensorFlow hands over zeros), in up to
-  four stretches of time (eight from 32 steps on), last first
+  sixteen stretches of time of at least four steps, last first
   (`arrays.segments`), each stretch's share of the weight and input
   gradients (large matmuls over all its steps, compiled by XLA:
-  `_shares`) taken while the next stretch's loop runs, so the gradient
-  of the projected inputs is held a few stretches at a time;
+  `_shares`, once for the first stretch and once for the others, whose
+  start it takes as a tensor) taken while the next stretch's loop runs,
+  so the gradient of the projected inputs is held a few stretches at a
+  time;
 - the custom gradient that joins the two (`run`), dtypes, and compiling
   (`keras_gated._tf.compile`).
 
@@ -420,7 +422,8 @@ def _gradients(plan, inputs, initial, weight, sequences, upstream, d_final):
             sequences=sequences,
             d_projected=d_projected,
             extras=extras,
-            first=first,
+            # A tensor after the first stretch: one trace for all of them.
+            first=first if first == 0 else tf.constant(first),
             length=length,
         )
 
@@ -445,7 +448,9 @@ def _shares(
     """A stretch's gradient of its inputs and its shares of the weights'
     gradients (a dict), from its gradient of the projected inputs and the
     description's extras; compiled by XLA like the loops (one call, no
-    TensorFlow op dispatch per matmul)."""
+    TensorFlow op dispatch per matmul). `first`: the int 0 for the
+    stretch that starts the sequence, else an int32 tensor
+    (`arrays.starts`)."""
     d_x, parts = _input_gradients(inputs, weights, d_projected, first, length)
     parts.update(
         description.weight_gradients(
@@ -472,7 +477,7 @@ def _input_gradients(inputs, weight, d_projected, first, length):
     if input_kernel is None:
         return d_projected, parts
     if length is not None:
-        inputs = inputs[first : first + length]
+        inputs = arrays.window(inputs, first, length)
     d_inputs = tf.tensordot(d_projected, tf.transpose(input_kernel), axes=1)
     parts["input_kernel"] = arrays.matmul_over_time(inputs, d_projected)
     return d_inputs, parts

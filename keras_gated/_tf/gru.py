@@ -192,7 +192,7 @@ class GRUDescription(Description):
         blocks = gates.split_gates(by_h, self.gates)
         p = time_major["reset_hidden"]
         if dx.shape[0] is not None:
-            p = p[first : first + dx.shape[0]]
+            p = arrays.window(p, first, dx.shape[0])
         by_p = arrays.matmul_over_time(p, dx)
         blocks["candidate"] = gates.split_gates(by_p, self.gates)["candidate"]
         return {"recurrent_kernel": gates.join_gates(blocks, self.gates)}

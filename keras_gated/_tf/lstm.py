@@ -131,20 +131,25 @@ class LSTMDescription(Description):
 
 def _recomputed_kernel_gradient(h0, o_seq, c_seq, dz, first, chunks=4):
     """sum_t h_{t-1}^T dz_t (h_{-1} = h0) over the steps `first` on that
-    `dz` holds, for an unmasked LSTM of static length, with
-    h_t = o_t * tanh(c_t) recomputed from the batch-major gates in at
-    most `chunks` slices of time (at least 32 steps each): never a copy
-    of the whole stretch."""
+    `dz` holds (`first`: see `arrays.starts`), for an unmasked LSTM of
+    static length, with h_t = o_t * tanh(c_t) recomputed from the
+    batch-major gates in at most `chunks` slices of time (at least 32
+    steps each): never a copy of the whole stretch."""
     length = dz.shape[0]
     step = max(32, -(-length // chunks))
-    total = arrays.initial_term(h0, dz) if first == 0 else None
-    for start in range(1 if first == 0 else 0, length, step):
+    leading = arrays.starts(first)
+    total = arrays.initial_term(h0, dz) if leading else None
+    for start in range(1 if leading else 0, length, step):
         end = min(start + step, length)
         # One slice after the other, so that only one is held at a time.
         with tf.control_dependencies([] if total is None else [total]):
-            before = slice(first + start - 1, first + end - 1)
-            o = tf.cast(o_seq[:, before], tf.float32)
-            c = tf.cast(c_seq[:, before], tf.float32)
+            o, c = (
+                tf.cast(
+                    arrays.window(s, first + start - 1, end - start, axis=1),
+                    tf.float32,
+                )
+                for s in (o_seq, c_seq)
+            )
             h = tf.transpose(o * tf.tanh(c), (1, 0, 2))
             total = arrays.add(total, arrays.matmul_over_time(h, dz[start:end]))
     return total
