@@ -76,9 +76,17 @@ class LSTMDescription(Description):
         return (h_new, c_new), g
 
     def backward_context(self, weights, template):
-        return Blocked(tf.transpose(weights["recurrent_kernel"]))
+        """U^T in column blocks (`Blocked`, as the forward's matmul) and
+        s, 1 on the columns of the sigmoid gates and 0 on the
+        candidate's."""
+        units = template.shape[-1]
+        one = tf.ones([units], template.dtype)
+        sigmoid = tf.concat(
+            [0 * one if n == "candidate" else one for n in self.gates], axis=0
+        )
+        return Blocked(tf.transpose(weights["recurrent_kernel"])), sigmoid
 
-    def backward_step(self, kernel_t, reads, t, d_states, up):
+    def backward_step(self, context, reads, t, d_states, up):
         """Given dh = dL/dh_t and dc = dL/dc_t (what reaches them from
         later steps and from outside) and `up`, the gates' own upstream
         gradients:
@@ -90,25 +98,49 @@ class LSTMDescription(Description):
             dz_o = (dh * tanh(c_t) + up_o) * o (1 - o)
             dh_{t-1} = dz U^T,  dc_{t-1} = dc_t^total * f
 
-        (dz U^T in column blocks, `Blocked`, as the forward's matmul.)
+        Where no gate has an upstream gradient, dz is computed over the
+        four gates' columns at once, a = [i, f, g, o] and the derivative
+        s * a + (1 - s) - a^2 (a (1 - a) where s = 1, 1 - a^2 where s =
+        0): one fused loop instead of one per gate and a concatenation,
+        3-8% faster in `fit` with the gates off; with upstream gradients
+        the per-gate loops measured faster (README, "Performance").
 
         Returns the previous states' gradients, the states' total
         gradients (dh, dc_t^total: a probe's), dz and no extras.
         """
+        kernel_t, sigmoid = context
         i, f, g, o = (reads.value(n, t) for n in self.gates)
         c_t = reads.value("cell", t)
         dh, dc = d_states
         tc = tf.tanh(c_t)
         dct = dc + dh * o * (1 - tc * tc)
-        dz = {
-            "input": arrays.plus(dct * g, up["input"]) * i * (1 - i),
-            "forget": arrays.plus(dct * reads.previous("cell", t), up["forget"])
-            * f
-            * (1 - f),
-            "candidate": arrays.plus(dct * i, up["candidate"]) * (1 - g * g),
-            "output": arrays.plus(dh * tc, up["output"]) * o * (1 - o),
+        d_gates = {
+            "input": dct * g,
+            "forget": dct * reads.previous("cell", t),
+            "candidate": dct * i,
+            "output": dh * tc,
         }
-        dz = gates.join_gates(dz, self.gates)
+        if all(up[n] is None for n in self.gates):
+            a = gates.join_gates(
+                {"input": i, "forget": f, "candidate": g, "output": o},
+                self.gates,
+            )
+            slope = sigmoid * a + (1 - sigmoid) - a * a
+            dz = gates.join_gates(d_gates, self.gates) * slope
+        else:
+            slopes = {
+                "input": i * (1 - i),
+                "forget": f * (1 - f),
+                "candidate": 1 - g * g,
+                "output": o * (1 - o),
+            }
+            dz = gates.join_gates(
+                {
+                    n: arrays.plus(d_gates[n], up[n]) * slopes[n]
+                    for n in self.gates
+                },
+                self.gates,
+            )
         return (kernel_t(dz), dct * f), (dh, dct), dz, {}
 
     def weight_gradients(self, initial, weights, sequences, dz, extras, first):
