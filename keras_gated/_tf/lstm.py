@@ -80,9 +80,9 @@ class LSTMDescription(Description):
         s, 1 on the columns of the sigmoid gates and 0 on the
         candidate's."""
         units = template.shape[-1]
-        one = tf.ones([units], template.dtype)
+        one, zero = (f([units], template.dtype) for f in (tf.ones, tf.zeros))
         sigmoid = tf.concat(
-            [0 * one if n == "candidate" else one for n in self.gates], axis=0
+            [zero if n == "candidate" else one for n in self.gates], axis=0
         )
         return Blocked(tf.transpose(weights["recurrent_kernel"])), sigmoid
 
@@ -109,7 +109,8 @@ class LSTMDescription(Description):
         gradients (dh, dc_t^total: a probe's), dz and no extras.
         """
         kernel_t, sigmoid = context
-        i, f, g, o = (reads.value(n, t) for n in self.gates)
+        values = {n: reads.value(n, t) for n in self.gates}
+        i, f, g, o = (values[n] for n in self.gates)
         c_t = reads.value("cell", t)
         dh, dc = d_states
         tc = tf.tanh(c_t)
@@ -121,10 +122,7 @@ class LSTMDescription(Description):
             "output": dh * tc,
         }
         if all(up[n] is None for n in self.gates):
-            a = gates.join_gates(
-                {"input": i, "forget": f, "candidate": g, "output": o},
-                self.gates,
-            )
+            a = gates.join_gates(values, self.gates)
             slope = sigmoid * a + (1 - sigmoid) - a * a
             dz = gates.join_gates(d_gates, self.gates) * slope
         else:
