@@ -110,9 +110,16 @@ def test_while_loop_gradients_equal_unrolled_autodiff(
     for expected, actual in zip(ref_out, out):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
     for expected, actual in zip(ref_grads, grads):
-        expected = np.asarray(expected)
-        scale = max(1.0, float(np.max(np.abs(expected))))
-        np.testing.assert_allclose(actual, expected, atol=1e-5 * scale)
+        _assert_close_to_float32_rounding(actual, expected)
+
+
+def _assert_close_to_float32_rounding(actual, expected):
+    """Equal up to float32 rounding: 1e-5 absolute, relative to the
+    largest magnitude where that is above 1 (a gradient summed over steps
+    can reach tens; oneDNN's kernels round differently from Eigen's)."""
+    expected = np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(actual, expected, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize(
@@ -210,7 +217,7 @@ def test_eager_calls_on_new_shapes_stay_exact_without_retracing_noise(
                 wrt = [x] + layer.trainable_variables
                 results.append([outputs] + tape.gradient(loss, wrt))
             for expected, actual in zip(*results):
-                np.testing.assert_allclose(actual, expected, atol=1e-5)
+                _assert_close_to_float32_rounding(actual, expected)
     finally:
         tf.get_logger().removeHandler(handler)
     messages = [record.getMessage() for record in records]
