@@ -271,8 +271,9 @@ def time_variants(variants, reps):
     them, PyTorch made the TensorFlow variant after it up to 22% slower
     (the built-in LSTM at T=50: 28.9 against 23.7 ms; ours 11-16%), which
     favoured ours in the ratios."""
-    keras_keys = [key for key in variants if key != TORCH]
-    times = _interleaved({k: variants[k] for k in keras_keys}, reps)
+    times = _interleaved(
+        {k: v for k, v in variants.items() if k != TORCH}, reps
+    )
     if TORCH in variants:
         times.update(_interleaved({TORCH: variants[TORCH]}, reps))
     return times

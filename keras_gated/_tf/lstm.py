@@ -43,20 +43,22 @@ class LSTMDescription(Description):
             return self.loop_reads, ("hidden",)
         return self.loop_reads, ()
 
+    def _per_column(self, template, sigmoid, tanh):
+        """A `(4 * units,)` vector: `sigmoid` on the columns of the
+        sigmoid gates i, f, o and `tanh` on the candidate's."""
+        units, dtype = template.shape[-1], template.dtype
+        values = {n: tanh if n == "candidate" else sigmoid for n in self.gates}
+        blocks = [
+            tf.fill([units], tf.constant(values[n], dtype)) for n in self.gates
+        ]
+        return tf.concat(blocks, axis=0)
+
     def forward_context(self, weights, template):
-        units = template.shape[-1]
         # sigmoid(z) = 0.5 * tanh(0.5 z) + 0.5 on i, f, o and tanh(z) on
         # the candidate: all four in one tanh pass of scale * tanh(scale
         # * z) + shift.
-        half = tf.fill([units], tf.constant(0.5, template.dtype))
-        one, zero = half + half, tf.zeros([units], template.dtype)
-        tanh = {"candidate": True}
-        scale = tf.concat(
-            [one if tanh.get(n) else half for n in self.gates], axis=0
-        )
-        shift = tf.concat(
-            [zero if tanh.get(n) else half for n in self.gates], axis=0
-        )
+        scale = self._per_column(template, sigmoid=0.5, tanh=1.0)
+        shift = self._per_column(template, sigmoid=0.5, tanh=0.0)
         project = joint_projection(
             weights.get("input_kernel"), weights["recurrent_kernel"]
         )
@@ -79,11 +81,7 @@ class LSTMDescription(Description):
         """U^T in column blocks (`Blocked`, as the forward's matmul) and
         s, 1 on the columns of the sigmoid gates and 0 on the
         candidate's."""
-        units = template.shape[-1]
-        one, zero = (f([units], template.dtype) for f in (tf.ones, tf.zeros))
-        sigmoid = tf.concat(
-            [zero if n == "candidate" else one for n in self.gates], axis=0
-        )
+        sigmoid = self._per_column(template, sigmoid=1.0, tanh=0.0)
         return Blocked(tf.transpose(weights["recurrent_kernel"])), sigmoid
 
     def backward_step(self, context, reads, t, d_states, up):
