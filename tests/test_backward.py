@@ -40,10 +40,10 @@ def _inputs():
     return x, tf.constant(mask)
 
 
-def _reference_and_ours(cls, x, **kwargs):
+def _reference_and_ours(cls, x, units=UNITS, **kwargs):
     """The unrolled layer (the autodiff reference) and ours, same weights."""
-    reference = cls(UNITS, unroll=True, **kwargs)
-    ours = cls(UNITS, **kwargs)
+    reference = cls(units, unroll=True, **kwargs)
+    ours = cls(units, **kwargs)
     reference(x)
     ours(x)
     ours.set_weights(reference.get_weights())
@@ -54,7 +54,8 @@ def _gradients(layer, x, mask, mode):
     names = layer.state_names
 
     def run(x):
-        probes = {n: tf.zeros((BATCH, TIMESTEPS, UNITS)) for n in names}
+        shape = (BATCH, TIMESTEPS, layer.units)
+        probes = {n: tf.zeros(shape) for n in names}
         with tf.GradientTape() as tape:
             tape.watch(x)
             tape.watch(probes)
@@ -111,6 +112,124 @@ def test_while_loop_gradients_equal_unrolled_autodiff(
         np.testing.assert_allclose(actual, expected, atol=1e-5)
     for expected, actual in zip(ref_grads, grads):
         _assert_close_to_float32_rounding(actual, expected)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True},
+        {"return_gates": True, "return_state": True, "go_backwards": True},
+    ],
+)
+def test_lstm_in_blocks_of_units_equals_unrolled_autodiff(
+    options, use_mask, mode
+):
+    """With more units than one block (130: blocks of 64, 64 and 2, the
+    fast path's forward step computes each block's gates, c_t and h_t on
+    their own), outputs, gates, probes' and weights' gradients equal
+    autodiff of the unrolled layer, whose step is one matmul."""
+    from keras_gated._tf.lstm import _unit_blocks
+    from keras_gated._tf.lstm import block_count
+
+    blocks = _unit_blocks(130, block_count(130))
+    assert [b.stop - b.start for b in blocks] == [64, 64, 2]
+    x, mask = _inputs()
+    reference, ours = _reference_and_ours(
+        keras_gated.LSTM, x, units=130, **options
+    )
+    mask = mask if use_mask else None
+    ref_out, ref_grads = _gradients(reference, x, mask, mode)
+    out, grads = _gradients(ours, x, mask, mode)
+    for expected, actual in zip(ref_out, out):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+    for expected, actual in zip(ref_grads, grads):
+        _assert_close_to_float32_rounding(actual, expected)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("timesteps", [7, 40])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_lstm_blocks_stored_activations_gradients_equal_builtin(
+    return_sequences, timesteps, mode
+):
+    """Without gates returned, a mask or a probe, the forward pass stores
+    each block's activations and c time-major and the backward pass reads
+    them (`backward_layout`); outputs and the gradients of the inputs and
+    every weight equal the built-in's with the same weights, over one
+    backward stretch and over several (40 steps: ten of four)."""
+    from keras_gated._tf.lstm import block_count
+    from keras_gated._tf.lstm import describe
+
+    layout = describe(keras_gated.LSTM(130).cell).backward_layout(
+        masked=False, probed=False, static=True, returned=("hidden",)
+    )
+    blocks = tuple(f"activations_{j}" for j in range(block_count(130)))
+    assert layout == ((), blocks + ("cell",))
+    x = tf.constant(
+        np.random.default_rng(1).normal(size=(BATCH, timesteps, FEATURES)),
+        tf.float32,
+    )
+    builtin = keras.layers.LSTM(
+        130, use_cudnn=False, return_sequences=return_sequences
+    )
+    ours = keras_gated.LSTM(130, return_sequences=return_sequences)
+    builtin.build(x.shape)
+    ours.build(x.shape)
+    ours.set_weights(builtin.get_weights())
+
+    def run(layer):
+        def gradients(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                outputs = layer(x)
+                loss = tf.reduce_sum(tf.sin(outputs))
+            return outputs, tape.gradient(loss, [x] + layer.trainable_variables)
+
+        if mode != "eager":
+            gradients = tf.function(gradients, jit_compile=mode == "xla")
+        return gradients(x)
+
+    (expected, expected_grads), (actual, actual_grads) = map(
+        run, (builtin, ours)
+    )
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    for e, a in zip(expected_grads, actual_grads, strict=True):
+        _assert_close_to_float32_rounding(a, e)
+
+
+@pytest.mark.parametrize("implementation", [1, 2])
+def test_lstm_in_blocks_of_units_with_input_dropout_equals_builtin(
+    implementation,
+):
+    """Input dropout in training (the inputs come projected, the step
+    takes each block's columns of them), 130 units: outputs and every
+    gradient equal the built-in's with the same weights and seed."""
+    x, _ = _inputs()
+    kwargs = dict(
+        dropout=0.3,
+        seed=3,
+        implementation=implementation,
+        return_sequences=True,
+    )
+    builtin = keras.layers.LSTM(130, use_cudnn=False, **kwargs)
+    ours = keras_gated.LSTM(130, **kwargs)
+    builtin.build(x.shape)
+    ours.build(x.shape)
+    ours.set_weights(builtin.get_weights())
+    results = []
+    for layer in (builtin, ours):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layer(x, training=True)
+            loss = tf.reduce_sum(tf.sin(outputs))
+        grads = tape.gradient(loss, [x] + layer.trainable_variables)
+        results.append((outputs, grads))
+    (expected, expected_grads), (actual, actual_grads) = results
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    for e, a in zip(expected_grads, actual_grads, strict=True):
+        _assert_close_to_float32_rounding(a, e)
 
 
 def _assert_close_to_float32_rounding(actual, expected):

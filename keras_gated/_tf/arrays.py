@@ -101,70 +101,125 @@ def _buffer(template, timesteps, static_timesteps):
     return buffer
 
 
+class Parts(tuple):
+    """A per-step value given as its consecutive column blocks, `(batch,
+    width)` each: a batch-major store writes each block in place as soon
+    as it is computed, without joining them first."""
+
+
+def joined(value):
+    """A value's columns in one tensor (`Parts` joined)."""
+    if isinstance(value, Parts):
+        return value[0] if len(value) == 1 else tf.concat(value, axis=1)
+    return value
+
+
 def _put(buffer, t, value):
-    """`buffer[:, t] = value`, in place under XLA (a TensorArray, written
-    time-major, in `portable` graphs)."""
+    """`buffer[:, t] = value`, in place under XLA, a block at a time for
+    `Parts` (a TensorArray, written time-major, in `portable` graphs)."""
     if isinstance(buffer, tf.TensorArray):
-        return buffer.write(t, value)
-    return tf_xla.dynamic_update_slice(
-        buffer, value[:, None, :], tf.stack([0, t, 0])
-    )
+        return buffer.write(t, joined(value))
+    start = 0
+    for part in value if isinstance(value, Parts) else [value]:
+        buffer = tf_xla.dynamic_update_slice(
+            buffer, part[:, None, :], tf.stack([0, t, start])
+        )
+        start += part.shape[-1]
+    return buffer
 
 
-def at(buffer, t):
+def at(buffer, t, columns=None):
     """`buffer[:, t]` of a batch-major buffer, step t of a time-major
-    TensorArray (None stays None)."""
+    TensorArray (None stays None); `columns`, a slice, reads only those
+    (see `at_time`)."""
     if buffer is None:
         return None
     if isinstance(buffer, tf.TensorArray):
-        return buffer.read(t)
+        return _columns(buffer.read(t), columns)
     if is_portable():
-        return tf.gather(buffer, t, axis=1)
-    size = tf.stack([tf.shape(buffer)[0], 1, tf.shape(buffer)[2]])
-    step = tf_xla.dynamic_slice(buffer, tf.stack([0, t, 0]), size)
-    return tf.reshape(step, tf.shape(step)[::2])
+        return _columns(tf.gather(buffer, t, axis=1), columns)
+    return _read(buffer, t, columns, time_axis=1)
 
 
-def at_time(sequence, t):
+def at_time(sequence, t, columns=None):
     """`sequence[t]` of a time-major `(timesteps, batch, units)` tensor,
-    a slice read in place under XLA (`tf.gather` in `portable` graphs)."""
+    a slice read in place under XLA (`tf.gather` in `portable` graphs).
+    `columns`, a slice: only those, read by the same dynamic slice (a
+    slice of the step's read, fused into the arithmetic that used it,
+    made XLA's CPU loops several times slower: README, "Performance")."""
     if is_portable():
-        return tf.gather(sequence, t)
-    size = tf.concat([[1], tf.shape(sequence)[1:]], axis=0)
-    step = tf_xla.dynamic_slice(sequence, tf.stack([t, 0, 0]), size)
-    return tf.reshape(step, tf.shape(step)[1:])
+        return _columns(tf.gather(sequence, t), columns)
+    return _read(sequence, t, columns, time_axis=0)
 
 
-def before(buffer, t, initial, read=at):
-    """`buffer[:, t - 1]` (`read(buffer, t - 1)`), `initial` at t = 0 (no
-    shifted copy is made)."""
-    return tf.where(t > 0, read(buffer, tf.maximum(t - 1, 0)), initial)
+def _columns(value, columns):
+    return value if columns is None else value[:, columns]
 
 
-def recorder(template, inputs, batch_major, time_major):
+def _read(sequence, t, columns, time_axis):
+    """Step t (along `time_axis`, 0 or 1) of a 3-D sequence, `(batch,
+    columns)`, by one dynamic slice."""
+    shape = tf.shape(sequence)
+    batch = shape[1 - time_axis]
+    start, width = 0, shape[2]
+    if columns is not None:
+        start, width = columns.start, columns.stop - columns.start
+    begin = [t, 0, start] if time_axis == 0 else [0, t, start]
+    size = [1, batch, width] if time_axis == 0 else [batch, 1, width]
+    step = tf_xla.dynamic_slice(sequence, tf.stack(begin), tf.stack(size))
+    return tf.reshape(step, tf.stack([batch, width]))
+
+
+def before(buffer, t, initial, read=at, columns=None):
+    """`buffer[:, t - 1]` (`read(buffer, t - 1, columns)`), `initial` at
+    t = 0 (no shifted copy is made)."""
+    return tf.where(
+        t > 0,
+        read(buffer, tf.maximum(t - 1, 0), columns),
+        _columns(initial, columns),
+    )
+
+
+def recorder(template, inputs, batch_major, time_major, widths=None):
     """Empty stores for the forward loop: batch-major buffers and
-    time-major TensorArrays, keyed by name."""
+    time-major TensorArrays, keyed by name, each step shaped like
+    `template` (a time-major one `(batch, widths[name])` where `widths`
+    names it)."""
     timesteps = tf.shape(inputs)[0]
     if is_portable():
         buffers = {n: sequence_array(template, timesteps) for n in batch_major}
     else:
         static = inputs.shape[0]
         buffers = {n: _buffer(template, timesteps, static) for n in batch_major}
-    arrays = {n: sequence_array(template, timesteps) for n in time_major}
+    widths = widths or {}
+    arrays = {
+        n: tf.TensorArray(
+            template.dtype,
+            size=timesteps,
+            element_shape=[template.shape[0], widths.get(n, template.shape[1])],
+        )
+        for n in time_major
+    }
     return buffers, arrays
 
 
 def record(stores, t, values, keep, carried):
-    """Writes step t of every stored sequence; values not named in
-    `carried` (the gates) are zero at masked steps."""
+    """Writes step t of every stored sequence (a tensor or `Parts`);
+    values not named in `carried` (the gates) are zero at masked
+    steps."""
     batch_major, time_major = stores
-    values = {
-        name: value if name in carried else zero_where_masked(keep, value)
-        for name, value in values.items()
-    }
+
+    def masked(name, value):
+        if name in carried:
+            return value
+        if isinstance(value, Parts):
+            return Parts(zero_where_masked(keep, v) for v in value)
+        return zero_where_masked(keep, value)
+
+    values = {name: masked(name, value) for name, value in values.items()}
     return (
         {n: _put(s, t, values[n]) for n, s in batch_major.items()},
-        {n: ta.write(t, values[n]) for n, ta in time_major.items()},
+        {n: ta.write(t, joined(values[n])) for n, ta in time_major.items()},
     )
 
 

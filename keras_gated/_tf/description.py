@@ -41,9 +41,8 @@ class Description:
             backward step returns beside the
             gradient of the projected inputs.
         loop_reads: the sequences `backward_step` may read (those of
-            them that `backward_layout` stores).
-        time_major: those of the stored sequences that are kept
-            time-major (the others are batch-major buffers).
+            them that `backward_layout` stores, time-major or
+            batch-major).
         keep_alive: stores kept alive under an enclosing XLA compile.
     """
 
@@ -52,12 +51,16 @@ class Description:
     internals = ()
     extras = ()
     loop_reads = ()
-    time_major = ()
     keep_alive = ()
 
     def supports(self, cell):
         """Whether `step` computes exactly what `cell.step` computes."""
         raise NotImplementedError
+
+    def widths(self, units):
+        """The widths of stored per-step values that are not `(batch,
+        units)`, by name."""
+        return {}
 
     def always(self, projected):
         """Stores kept even when nothing reads them (`projected`: the
@@ -98,6 +101,14 @@ BLOCK_COLUMNS = 64
 """The width of the column blocks of `Blocked`."""
 
 
+def one_block():
+    """Whether the loops run one matmul per step instead of blocks (the
+    blocks of `Blocked`, the LSTM's blocks of units): where a GPU is
+    visible, and in `portable` graphs (each block would be an op of its
+    own)."""
+    return is_portable() or bool(tf.config.list_logical_devices("GPU"))
+
+
 class Blocked:
     """`a @ matrix` in a compiled loop, as one matmul per block of
     `BLOCK_COLUMNS` columns of `matrix`, joined. On a CPU, XLA runs the
@@ -110,7 +121,10 @@ class Blocked:
     step (`fit`, and most under `jit_compile=True`) it did (README,
     "Performance", "What the previous stop changed"). One matmul where a GPU is
     visible, in `portable` graphs (each block would be an op of its own)
-    and where `matrix` has at most one block's columns.
+    and where `matrix` has at most one block's columns. The GRU's and
+    SimpleRNN's loops use it, and the LSTM's with at most
+    `BLOCK_COLUMNS` units; a larger LSTM computes its step in blocks of
+    units instead (`lstm.block_count`).
 
     The blocks are sliced once, ahead of the loop; each output column is
     the same dot product as in one matmul.
@@ -118,11 +132,7 @@ class Blocked:
 
     def __init__(self, matrix):
         columns = matrix.shape[-1]
-        if (
-            columns <= BLOCK_COLUMNS
-            or is_portable()
-            or tf.config.list_logical_devices("GPU")
-        ):
+        if columns <= BLOCK_COLUMNS or one_block():
             self.blocks = [matrix]
         else:
             self.blocks = [

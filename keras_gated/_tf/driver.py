@@ -82,7 +82,15 @@ def _forward(description, inputs, initial, weights, mask, probes, stores):
     final, stored = arrays.loop(
         body,
         timesteps,
-        (tuple(initial), arrays.recorder(initial[0], inputs, *stores)),
+        (
+            tuple(initial),
+            arrays.recorder(
+                initial[0],
+                inputs,
+                *stores,
+                widths=description.widths(initial[0].shape[-1]),
+            ),
+        ),
         static=inputs.shape[0],
     )
     final = list(final)
@@ -110,8 +118,8 @@ def _backward(
     length,
 ):
     """The steps `first` to `first + length - 1` (to the last step with
-    `length` None), backwards. `sequences`: what the backward step reads
-    (batch-major, or time-major where the description says so);
+    `length` None), backwards. `sequences`: the `(batch_major,
+    time_major)` dicts of what the backward step reads;
     `upstream`: the batch-major gradients of the returned sequences (None
     where zero); `d_states`: the gradients of the states after the
     stretch; `probed`: whether each state is probed.
@@ -198,13 +206,15 @@ def _back_step(description, reads, context, upstream, probed, mask_ta, first):
 class _Reads:
     """What a backward step reads: `value(name, t)`, step t of a stored
     sequence, and `previous(name, t)`, step t - 1 of a state's (the
-    initial state at t = 0). Batch-major buffers and the description's
-    `time_major` sequences are read in place."""
+    initial state at t = 0), each of all columns or of a slice of them
+    (`columns`). `sequences`: the `(batch_major,
+    time_major)` dicts of what the loop reads, each read in place."""
 
     def __init__(self, description, sequences, initial):
         self._initial = dict(zip(description.states, initial))
-        self._sequences = sequences
-        self._time_major = description.time_major
+        batch_major, time_major = sequences
+        self._sequences = {**batch_major, **time_major}
+        self._time_major = set(time_major)
 
     def timesteps(self):
         """`(dynamic, static)` number of steps of the stored sequences."""
@@ -218,12 +228,16 @@ class _Reads:
     def _reader(self, name):
         return arrays.at_time if name in self._time_major else arrays.at
 
-    def value(self, name, t):
-        return self._reader(name)(self._sequences[name], t)
+    def value(self, name, t, columns=None):
+        return self._reader(name)(self._sequences[name], t, columns)
 
-    def previous(self, name, t):
+    def previous(self, name, t, columns=None):
         return arrays.before(
-            self._sequences[name], t, self._initial[name], self._reader(name)
+            self._sequences[name],
+            t,
+            self._initial[name],
+            self._reader(name),
+            columns,
         )
 
 
@@ -292,6 +306,7 @@ def run(
         masked=mask is not None,
         probed=any(plan.probed),
         static=inputs.shape[0] is not None,
+        returned=wanted,
     )
     projected = weights.get("input_kernel") is None
     stores = _layouts(description, wanted, record_all, layout, projected)
@@ -389,15 +404,13 @@ def _custom_gradient(plan, stores, rerun_layout):
 def _gradients(plan, inputs, initial, weight, sequences, upstream, d_final):
     """The custom gradient's values: of the inputs, the initial states,
     the weights (in `weight`'s order) and the probes. A stretch reads the
-    backward step's sequences where they are kept (`description.time_major`
-    or batch-major)."""
+    backward step's sequences (`description.loop_reads`) where they are
+    kept, time-major or batch-major (`backward_layout`)."""
     description = plan.description
-    batch_major, time_major = sequences
-    reads = {}
-    for name in description.loop_reads:
-        kept = time_major if name in description.time_major else batch_major
-        if name in kept:
-            reads[name] = kept[name]
+    reads = tuple(
+        {n: kept[n] for n in description.loop_reads if n in kept}
+        for kept in sequences
+    )
 
     def loop(first, length, d_states):
         return _backward_compiled(

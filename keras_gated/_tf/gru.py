@@ -42,7 +42,6 @@ class GRUDescription(Description):
 
     gates = GRU_GATES
     loop_reads = GRU_GATES + ("hidden", "recurrent_candidate")
-    time_major = ("hidden", "reset_hidden", "recurrent_candidate")
     # With the inputs projected ahead of the loop (input dropout) and no
     # stored sequence, XLA's CPU backend fused the whole step into one
     # loop that ran much slower (README, "How it works"); a kept store of
@@ -65,7 +64,7 @@ class GRUDescription(Description):
     def always(self, projected):
         return ("update",) if projected else ()
 
-    def backward_layout(self, masked, probed, static):
+    def backward_layout(self, masked, probed, static, returned):
         """The gates batch-major; h time-major (the loop reads h_{t-1},
         the kernel gradient takes it over all steps), and the internal
         (h_{t-1} U_h + b'_h, or r * h_{t-1} with `reset_after=False`)."""

@@ -10,43 +10,76 @@ Forward, with z_t = x_t W + h_{t-1} U + b split into the blocks of
 """
 
 import dataclasses
+import functools
 
 import tensorflow as tf
 
 from keras_gated import gates
 from keras_gated._tf import arrays
+from keras_gated._tf.description import BLOCK_COLUMNS
 from keras_gated._tf.description import Blocked
 from keras_gated._tf.description import Description
 from keras_gated._tf.description import is_default
 from keras_gated._tf.description import joint_projection
+from keras_gated._tf.description import one_block
 from keras_gated.gates import LSTM_GATES
+from keras_gated.gates import LSTM_SEQUENCES
 
 
 @dataclasses.dataclass(frozen=True)
 class LSTMDescription(Description):
     """The LSTM step, its backward step and its weight gradients."""
 
+    blocks: int = 1
+    """How many blocks of units the forward step computes
+    (`block_count`)."""
+
     states = ("hidden", "cell")
     gates = LSTM_GATES
-    loop_reads = LSTM_GATES + ("cell",)
+
+    @property
+    def activations(self):
+        """The names of the blocks' stored activations, `(batch, 4 *
+        block units)` each: [i, f, g, o] of the block's units (none with
+        one block)."""
+        if self.blocks == 1:
+            return ()
+        return tuple(f"activations_{j}" for j in range(self.blocks))
+
+    def widths(self, units):
+        blocks = _unit_blocks(units, self.blocks)
+        return {
+            name: len(self.gates) * (block.stop - block.start)
+            for name, block in zip(self.activations, blocks)
+        }
+
+    @property
+    def loop_reads(self):
+        return LSTM_GATES + ("cell",) + self.activations
 
     def supports(self, cell):
         return is_default(cell, "activation", "recurrent_activation")
 
-    def backward_layout(self, masked, probed, static):
-        """The gates and c batch-major for the backward loop; h_{t-1} for
-        the kernel gradient is recomputed as o * tanh(c) after it (one
-        sequence less to hold), except where a mask or a probe makes h
-        differ from that, or the length is not static: then h is kept
-        time-major."""
+    def backward_layout(self, masked, probed, static, returned):
+        """Where no gate nor c is returned and nothing (a mask, a probe, a
+        dynamic length) makes h differ from o * tanh(c), with more than
+        one block of units: each block's activations and c, time-major
+        (one store per block and step, each written as soon as the block
+        is computed; h_{t-1} for the kernel gradient is recomputed as o *
+        tanh(c)). Otherwise the gates and c batch-major (the layer returns
+        them, or the backward loop reads them in place), and h is
+        recomputed as above, or kept time-major where a mask, a probe or
+        a dynamic length makes h differ."""
         if masked or probed or not static:
-            return self.loop_reads, ("hidden",)
-        return self.loop_reads, ()
+            return LSTM_GATES + ("cell",), ("hidden",)
+        if self.activations and not set(returned) & set(LSTM_SEQUENCES):
+            return (), self.activations + ("cell",)
+        return LSTM_GATES + ("cell",), ()
 
-    def _per_column(self, template, sigmoid, tanh):
+    def _per_column(self, template, units, sigmoid, tanh):
         """A `(4 * units,)` vector: `sigmoid` on the columns of the
         sigmoid gates i, f, o and `tanh` on the candidate's."""
-        units, dtype = template.shape[-1], template.dtype
+        dtype = template.dtype
         values = {n: tanh if n == "candidate" else sigmoid for n in self.gates}
         blocks = [
             tf.fill([units], tf.constant(values[n], dtype)) for n in self.gates
@@ -54,35 +87,105 @@ class LSTMDescription(Description):
         return tf.concat(blocks, axis=0)
 
     def forward_context(self, weights, template):
-        # sigmoid(z) = 0.5 * tanh(0.5 z) + 0.5 on i, f, o and tanh(z) on
-        # the candidate: all four in one tanh pass of scale * tanh(scale
-        # * z) + shift.
-        scale = self._per_column(template, sigmoid=0.5, tanh=1.0)
-        shift = self._per_column(template, sigmoid=0.5, tanh=0.0)
-        project = joint_projection(
-            weights.get("input_kernel"), weights["recurrent_kernel"]
-        )
-        return project, scale, shift, weights.get("input_bias")
+        """Per block of units (`block_count`): their slice, the step's
+        matmul to their four gates' columns, their bias, and the scale
+        and shift of one tanh pass: sigmoid(z) = 0.5 * tanh(0.5 z) + 0.5
+        on i, f, o and tanh(z) on the candidate, all four gates at once
+        as scale * tanh(scale * z) + shift."""
+        input_kernel = weights.get("input_kernel")
+        kernel = weights["recurrent_kernel"]
+        bias = weights.get("input_bias")
+        units = kernel.shape[0]
+        blocks = _unit_blocks(units, self.blocks)
+        if len(blocks) == 1:
+            pick, project = (
+                lambda m: m,
+                joint_projection(input_kernel, kernel),
+            )
+        context = []
+        for block in blocks:
+            if len(blocks) > 1:
+                pick = _picker(self._columns(units, block))
+                project = _block_projection(
+                    None if input_kernel is None else pick(input_kernel),
+                    pick(kernel),
+                    pick,
+                )
+            width = block.stop - block.start
+            context.append(
+                _Block(
+                    units=block,
+                    project=project,
+                    bias=None if bias is None else pick(bias),
+                    scale=self._per_column(template, width, 0.5, 1.0),
+                    shift=self._per_column(template, width, 0.5, 0.0),
+                )
+            )
+        return context
+
+    def _columns(self, units, block):
+        """The column ranges of the packed weights that hold the four
+        gates of the units `block` (a slice), in gate order."""
+        return [
+            range(k * units + block.start, k * units + block.stop)
+            for k in range(len(self.gates))
+        ]
 
     def step(self, context, x, states, offsets):
-        """The forward step above. `offsets` (probes, or None) are added
-        to c_t before h_t = o * tanh(c_t) is computed, and to h_t."""
-        project, scale, shift, bias = context
+        """The forward step above, a block of units at a time: each
+        block's four gates from one matmul, then its c_t and h_t, so the
+        blocks are independent until h_t is joined for the next step.
+        `offsets` (probes, or None) are added to c_t before h_t = o *
+        tanh(c_t) is computed, and to h_t. Returns the new states and the
+        gates, and with more than one block each block's activations
+        (`activations`)."""
         h, c = states
-        z = arrays.plus(project(x, h), bias)
-        g = gates.split_gates(scale * tf.tanh(scale * z) + shift, self.gates)
-        c_new = arrays.plus(
-            g["forget"] * c + g["input"] * g["candidate"], offsets[1]
-        )
-        h_new = arrays.plus(g["output"] * tf.tanh(c_new), offsets[0])
-        return (h_new, c_new), g
+        offsets = offsets or [None, None]
+        new_h, new_c, parts = [], [], {n: [] for n in self.gates}
+        activations = []
+        for block in context:
+            units = block.units
+            z = arrays.plus(block.project(x, h), block.bias)
+            a = block.scale * tf.tanh(block.scale * z) + block.shift
+            activations.append(a)
+            g = gates.split_gates(a, self.gates)
+            c_new = arrays.plus(
+                g["forget"] * _part(c, units) + g["input"] * g["candidate"],
+                _part(offsets[1], units),
+            )
+            new_c.append(c_new)
+            new_h.append(
+                arrays.plus(
+                    g["output"] * tf.tanh(c_new), _part(offsets[0], units)
+                )
+            )
+            for name in self.gates:
+                parts[name].append(g[name])
+        values = {n: arrays.Parts(p) for n, p in parts.items()}
+        values.update(zip(self.activations, activations))
+        return (_joined(new_h), _joined(new_c)), values
 
     def backward_context(self, weights, template):
         """U^T in column blocks (`Blocked`, as the forward's matmul) and
         s, 1 on the columns of the sigmoid gates and 0 on the
-        candidate's."""
-        sigmoid = self._per_column(template, sigmoid=1.0, tanh=0.0)
-        return Blocked(tf.transpose(weights["recurrent_kernel"])), sigmoid
+        candidate's; with blocks of units, per block its units, its rows
+        of U^T and its s."""
+        kernel = weights["recurrent_kernel"]
+        units = kernel.shape[0]
+        sigmoid = self._per_column(template, units, 1.0, 0.0)
+        blocks = []
+        if self.blocks > 1:
+            for block in _unit_blocks(units, self.blocks):
+                pick = _picker(self._columns(units, block))
+                width = block.stop - block.start
+                blocks.append(
+                    (
+                        block,
+                        tf.transpose(pick(kernel)),
+                        self._per_column(template, width, 1.0, 0.0),
+                    )
+                )
+        return Blocked(tf.transpose(kernel)), sigmoid, blocks
 
     def backward_step(self, context, reads, t, d_states, up):
         """Given dh = dL/dh_t and dc = dL/dc_t (what reaches them from
@@ -103,10 +206,16 @@ class LSTMDescription(Description):
         3-8% faster in `fit` with the gates off; with upstream gradients
         the per-gate loops measured faster (README, "Performance").
 
+        Where the forward pass stored each block's activations
+        (`backward_layout`), the same a block of units at a time
+        (`_backward_in_blocks`).
+
         Returns the previous states' gradients, the states' total
         gradients (dh, dc_t^total: a probe's), dz and no extras.
         """
-        kernel_t, sigmoid = context
+        if self.activations and reads.has(self.activations[0]):
+            return self._backward_in_blocks(context, reads, t, d_states)
+        kernel_t, sigmoid, _ = context
         values = {n: reads.value(n, t) for n in self.gates}
         i, f, g, o = (values[n] for n in self.gates)
         c_t = reads.value("cell", t)
@@ -139,30 +248,101 @@ class LSTMDescription(Description):
             )
         return (kernel_t(dz), dct * f), (dh, dct), dz, {}
 
+    def _backward_in_blocks(self, context, reads, t, d_states):
+        """`backward_step` without upstream gate gradients, from each
+        block's stored activations a = [i, f, g, o] and the time-major c:
+        per block, dz over its four gates' columns as above and its
+        share of dh_{t-1}, dz U^T over its rows of U^T (the blocks are
+        independent until the shares are summed). dz is returned in the
+        weights' gate order."""
+        _, _, blocks = context
+        dh, dc = d_states
+        shares, dz_blocks, dct_blocks, d_cell = [], [], [], []
+        for (units, kernel_t, sigmoid), name in zip(blocks, self.activations):
+            width = units.stop - units.start
+            i, f, g, o = (
+                reads.value(name, t, slice(k * width, (k + 1) * width))
+                for k in range(len(self.gates))
+            )
+            a = reads.value(name, t)
+            tc = tf.tanh(reads.value("cell", t, units))
+            dh_u = dh[:, units]
+            dct = dc[:, units] + dh_u * o * (1 - tc * tc)
+            d_gates = [
+                dct * g,
+                dct * reads.previous("cell", t, units),
+                dct * i,
+                dh_u * tc,
+            ]
+            dz = tf.concat(d_gates, axis=1) * (
+                sigmoid * a + (1 - sigmoid) - a * a
+            )
+            shares.append(tf.matmul(dz, kernel_t))
+            dz_blocks.append(gates.split_gates(dz, self.gates))
+            dct_blocks.append(dct)
+            d_cell.append(dct * f)
+        dz = tf.concat(
+            [block[n] for n in self.gates for block in dz_blocks], axis=1
+        )
+        dct = _joined(dct_blocks)
+        return (tf.add_n(shares), _joined(d_cell)), (dh, dct), dz, {}
+
     def weight_gradients(self, initial, weights, sequences, dz, extras, first):
         """dU = sum_t h_{t-1}^T dz_t over the stretch's steps (h_{-1} the
-        initial state), from the kept h or recomputed from o and c."""
-        hidden = sequences[1].get("hidden")
+        initial state), from the kept h or recomputed from o and c (the
+        batch-major gates, or the blocks' time-major activations)."""
+        batch_major, time_major = sequences
+        hidden = time_major.get("hidden")
         if hidden is not None:
             kernel = arrays.matmul_shifted(initial[0], hidden, dz, first)
-        else:
-            batch_major = sequences[0]
+        elif self.activations and self.activations[0] in time_major:
+
+            def recomputed(start, length):
+                o = tf.concat(
+                    [
+                        gates.gate_block(
+                            arrays.window(time_major[n], start, length),
+                            self.gates,
+                            "output",
+                        )
+                        for n in self.activations
+                    ],
+                    axis=-1,
+                )
+                c = arrays.window(time_major["cell"], start, length)
+                return _hidden(o, c)
+
             kernel = _recomputed_kernel_gradient(
-                initial[0],
-                batch_major["output"],
-                batch_major["cell"],
-                dz,
-                first,
+                initial[0], recomputed, dz, first
+            )
+        else:
+
+            def recomputed(start, length):
+                o, c = (
+                    arrays.window(batch_major[n], start, length, axis=1)
+                    for n in ("output", "cell")
+                )
+                return tf.transpose(_hidden(o, c), (1, 0, 2))
+
+            kernel = _recomputed_kernel_gradient(
+                initial[0], recomputed, dz, first
             )
         return {"recurrent_kernel": kernel}
 
 
-def _recomputed_kernel_gradient(h0, o_seq, c_seq, dz, first, chunks=4):
+def _hidden(o, c):
+    """h = o * tanh(c), in float32."""
+    o, c = (tf.cast(v, tf.float32) for v in (o, c))
+    return o * tf.tanh(c)
+
+
+def _recomputed_kernel_gradient(h0, recomputed, dz, first, chunks=4):
     """sum_t h_{t-1}^T dz_t (h_{-1} = h0) over the steps `first` on that
     `dz` holds (`first`: see `arrays.starts`), for an unmasked LSTM of
-    static length, with h_t = o_t * tanh(c_t) recomputed from the
-    batch-major gates in at most `chunks` slices of time (at least 32
-    steps each): never a copy of the whole stretch."""
+    static length, with h_t recomputed as o_t * tanh(c_t) by
+    `recomputed(start, length)` (time-major, float32) in at most `chunks`
+    slices of time (at least 32 steps each): never a copy of the whole
+    stretch."""
     length = dz.shape[0]
     step = max(32, -(-length // chunks))
     leading = arrays.starts(first)
@@ -171,19 +351,84 @@ def _recomputed_kernel_gradient(h0, o_seq, c_seq, dz, first, chunks=4):
         end = min(start + step, length)
         # One slice after the other, so that only one is held at a time.
         with tf.control_dependencies([] if total is None else [total]):
-            o, c = (
-                tf.cast(
-                    arrays.window(s, first + start - 1, end - start, axis=1),
-                    tf.float32,
-                )
-                for s in (o_seq, c_seq)
-            )
-            h = tf.transpose(o * tf.tanh(c), (1, 0, 2))
+            h = recomputed(first + start - 1, end - start)
             total = arrays.add(total, arrays.matmul_over_time(h, dz[start:end]))
     return total
 
 
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    """One block of units of the forward step: their slice, the
+    projection `f(x_t, h)` to their four gates' columns, and those
+    columns' bias, scale and shift."""
+
+    units: slice
+    project: object
+    bias: object
+    scale: object
+    shift: object
+
+
+def block_count(units):
+    """How many blocks of units the forward step computes
+    (`LSTMDescription.blocks`): `BLOCK_COLUMNS` units each, the last
+    maybe narrower; one block of all units where there are at most
+    `BLOCK_COLUMNS` or the loops run one matmul per step (`one_block`: a
+    GPU, `portable` graphs).
+
+    Each block's gates come from one matmul and its c_t and h_t from
+    them, so on a CPU XLA runs the blocks on all cores until h_t is
+    joined; one matmul per gate's column block (`Blocked`) had all of
+    them wait for every matmul of the step, then ran the gate arithmetic
+    on one core (README, "Performance")."""
+    if units <= BLOCK_COLUMNS or one_block():
+        return 1
+    return -(-units // BLOCK_COLUMNS)
+
+
+def _unit_blocks(units, count):
+    """The slices of units of `count` blocks (`block_count`)."""
+    if count == 1:
+        return [slice(0, units)]
+    return [
+        slice(start, min(start + BLOCK_COLUMNS, units))
+        for start in range(0, units, BLOCK_COLUMNS)
+    ]
+
+
+def _picker(columns):
+    """`m -> m[..., columns]` for a list of column ranges, joined (the
+    weights' are sliced once, ahead of the loop)."""
+    return lambda m: tf.concat([m[..., r.start : r.stop] for r in columns], -1)
+
+
+def _block_projection(input_kernel, kernel, pick):
+    """`f(x_t, h)` for one block of units: one matmul of `[x_t, h]` by
+    the block's columns of `[W; U]`, or `pick(x_t) + h U` where the
+    inputs come projected (`input_kernel` None)."""
+    if input_kernel is None:
+        return lambda x, h: pick(x) + tf.matmul(h, kernel)
+    joint = tf.concat([input_kernel, kernel], axis=0)
+    return lambda x, h: tf.matmul(tf.concat([x, h], axis=1), joint)
+
+
+def _part(value, units):
+    """The `units` slice of a `(batch, units)` value (None stays None)."""
+    return None if value is None else value[:, units]
+
+
+def _joined(parts):
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+
+
 LSTM = LSTMDescription()
+
+
+@functools.lru_cache(maxsize=None)
+def _described(blocks):
+    """One description per block count: the compiled loops hold their
+    arguments weakly, and trace once per equal description."""
+    return LSTMDescription(blocks=blocks)
 
 
 def describe(cell):
@@ -191,5 +436,5 @@ def describe(cell):
     from keras_gated.cells import LSTMCell
 
     if isinstance(cell, LSTMCell) and LSTM.supports(cell):
-        return LSTM
+        return _described(block_count(cell.units))
     return None

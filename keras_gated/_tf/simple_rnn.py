@@ -28,12 +28,11 @@ class SimpleRNNDescription(Description):
 
     gates = SIMPLE_RNN_GATES
     loop_reads = SIMPLE_RNN_GATES + ("hidden",)
-    time_major = ("hidden",)
 
     def supports(self, cell):
         return is_default(cell, "activation")
 
-    def backward_layout(self, masked, probed, static):
+    def backward_layout(self, masked, probed, static, returned):
         """h time-major, for the kernel gradient and for tanh'(z_t) =
         1 - h_t^2 in the backward loop (at masked steps h_t is carried,
         but they pass no gradient to z_t). Where a probe moves h_t off
