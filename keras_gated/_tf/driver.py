@@ -129,7 +129,7 @@ def _backward(
     description's extra sequences (a dict), the gradients of the states
     before the stretch, and the probed states' gradients (time-major).
     """
-    reads = _Reads(description, sequences, initial)
+    reads = _Reads(description, sequences, initial, upstream)
     steps = reads.timesteps() if length is None else (length, length)
     template = initial[0]
     back = _back_step(
@@ -207,11 +207,14 @@ class _Reads:
     """What a backward step reads: `value(name, t)`, step t of a stored
     sequence, and `previous(name, t)`, step t - 1 of a state's (the
     initial state at t = 0), each of all columns or of a slice of them
-    (`columns`). `sequences`: the `(batch_major,
-    time_major)` dicts of what the loop reads, each read in place."""
+    (`columns`), and `upstream(name, t, columns)`, step t of a returned
+    sequence's upstream gradient (None where it has none). `sequences`:
+    the `(batch_major, time_major)` dicts of what the loop reads, each
+    read in place; `upstream`: the batch-major upstream gradients."""
 
-    def __init__(self, description, sequences, initial):
+    def __init__(self, description, sequences, initial, upstream=None):
         self._initial = dict(zip(description.states, initial))
+        self._upstream = upstream or {}
         batch_major, time_major = sequences
         self._sequences = {**batch_major, **time_major}
         self._time_major = set(time_major)
@@ -230,6 +233,9 @@ class _Reads:
 
     def value(self, name, t, columns=None):
         return self._reader(name)(self._sequences[name], t, columns)
+
+    def upstream(self, name, t, columns=None):
+        return arrays.at(self._upstream.get(name), t, columns)
 
     def previous(self, name, t, columns=None):
         return arrays.before(

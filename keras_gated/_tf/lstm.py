@@ -206,14 +206,13 @@ class LSTMDescription(Description):
         3-8% faster in `fit` with the gates off; with upstream gradients
         the per-gate loops measured faster (README, "Performance").
 
-        Where the forward pass stored each block's activations
-        (`backward_layout`), the same a block of units at a time
+        With more than one block of units, the same a block at a time
         (`_backward_in_blocks`).
 
         Returns the previous states' gradients, the states' total
         gradients (dh, dc_t^total: a probe's), dz and no extras.
         """
-        if self.activations and reads.has(self.activations[0]):
+        if self.blocks > 1:
             return self._backward_in_blocks(context, reads, t, d_states)
         kernel_t, sigmoid, _ = context
         values = {n: reads.value(n, t) for n in self.gates}
@@ -249,34 +248,57 @@ class LSTMDescription(Description):
         return (kernel_t(dz), dct * f), (dh, dct), dz, {}
 
     def _backward_in_blocks(self, context, reads, t, d_states):
-        """`backward_step` without upstream gate gradients, from each
-        block's stored activations a = [i, f, g, o] and the time-major c:
-        per block, dz over its four gates' columns as above and its
-        share of dh_{t-1}, dz U^T over its rows of U^T (the blocks are
-        independent until the shares are summed). dz is returned in the
-        weights' gate order."""
+        """`backward_step` a block of units at a time: per block, dz over
+        its four gates' columns as above, then its share of dh_{t-1}, dz
+        U^T over its rows of U^T (the blocks are independent until the
+        shares are summed). Each block reads its columns of the gates
+        (its stored activations where `backward_layout` kept them, else
+        the batch-major gates), of c and of the gates' upstream
+        gradients, each by one dynamic slice. Without upstream gradients
+        and with stored activations a = [i, f, g, o], the derivative is
+        taken over the block's four gates at once (s * a + (1 - s) - a^2,
+        as above). dz is returned in the weights' gate order."""
         _, _, blocks = context
         dh, dc = d_states
         shares, dz_blocks, dct_blocks, d_cell = [], [], [], []
+        stored = reads.has(self.activations[0])
         for (units, kernel_t, sigmoid), name in zip(blocks, self.activations):
             width = units.stop - units.start
-            i, f, g, o = (
-                reads.value(name, t, slice(k * width, (k + 1) * width))
-                for k in range(len(self.gates))
-            )
-            a = reads.value(name, t)
+            if stored:
+                i, f, g, o = (
+                    reads.value(name, t, slice(k * width, (k + 1) * width))
+                    for k in range(len(self.gates))
+                )
+            else:
+                i, f, g, o = (reads.value(n, t, units) for n in self.gates)
             tc = tf.tanh(reads.value("cell", t, units))
             dh_u = dh[:, units]
             dct = dc[:, units] + dh_u * o * (1 - tc * tc)
-            d_gates = [
-                dct * g,
-                dct * reads.previous("cell", t, units),
-                dct * i,
-                dh_u * tc,
-            ]
-            dz = tf.concat(d_gates, axis=1) * (
-                sigmoid * a + (1 - sigmoid) - a * a
-            )
+            d_gates = {
+                "input": dct * g,
+                "forget": dct * reads.previous("cell", t, units),
+                "candidate": dct * i,
+                "output": dh_u * tc,
+            }
+            up = {n: reads.upstream(n, t, units) for n in self.gates}
+            if stored and all(u is None for u in up.values()):
+                a = reads.value(name, t)
+                slope = sigmoid * a + (1 - sigmoid) - a * a
+                dz = gates.join_gates(d_gates, self.gates) * slope
+            else:
+                slopes = {
+                    "input": i * (1 - i),
+                    "forget": f * (1 - f),
+                    "candidate": 1 - g * g,
+                    "output": o * (1 - o),
+                }
+                dz = gates.join_gates(
+                    {
+                        n: arrays.plus(d_gates[n], up[n]) * slopes[n]
+                        for n in self.gates
+                    },
+                    self.gates,
+                )
             shares.append(tf.matmul(dz, kernel_t))
             dz_blocks.append(gates.split_gates(dz, self.gates))
             dct_blocks.append(dct)
