@@ -393,9 +393,10 @@ def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
 @pytest.mark.parametrize("timesteps", [None, 1, 2, 3, 4, 5, 7, 33, 200, 1001])
 def test_backward_stretches_cover_every_step_once(timesteps):
     """The backward pass's stretches of time, last first, cover every step
-    once, in at most sixteen stretches of at least four steps (the first
-    may be shorter), of at most two lengths (the backward loop compiles at
-    most twice); an unknown length is one stretch."""
+    once, in at most sixteen stretches of at least `SHORTEST_STRETCH`
+    steps (the first may be shorter), of at most two lengths (the backward
+    loop compiles at most twice); an unknown length is one stretch."""
+    shortest = _tf.arrays.SHORTEST_STRETCH
     stretches = _tf.arrays.segments(timesteps)
     if timesteps is None:
         assert stretches == [(0, None)]
@@ -405,13 +406,15 @@ def test_backward_stretches_cover_every_step_once(timesteps):
     firsts = [first for first, _ in stretches]
     assert firsts == sorted(firsts, reverse=True)
     assert len(stretches) <= 16
-    assert all(n >= 4 for first, n in stretches if first > 0)
+    assert all(n >= shortest for first, n in stretches if first > 0)
     assert len({n for _, n in stretches}) <= 2
     # As short as these bounds allow: one step shorter would need more
     # than sixteen stretches.
     length = stretches[0][1]
     assert (
-        length == timesteps or length == 4 or -(-timesteps // (length - 1)) > 16
+        length == timesteps
+        or length == shortest
+        or -(-timesteps // (length - 1)) > 16
     )
 
 

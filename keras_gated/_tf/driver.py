@@ -16,7 +16,7 @@ gradients, each with its equations. This module owns everything else:
 - the backward loop (`_backward`): the description's backward step from
   the last step to the first, adding the upstream gradients of the
   returned sequences (skipped where TensorFlow hands over zeros), in up to
-  sixteen stretches of time of at least four steps, last first
+  sixteen stretches of time of at least eight steps, last first
   (`arrays.segments`), each stretch's share of the weight and input
   gradients (large matmuls over all its steps, compiled by XLA:
   `_shares`, once for the first stretch and once for the others, whose
