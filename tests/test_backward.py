@@ -103,8 +103,14 @@ def _gradients(layer, x, mask, mode):
 def test_while_loop_gradients_equal_unrolled_autodiff(
     cls, kwargs, options, use_mask, mode
 ):
+    _assert_equals_unrolled_autodiff(cls, {**kwargs, **options}, use_mask, mode)
+
+
+def _assert_equals_unrolled_autodiff(cls, kwargs, use_mask, mode):
+    """Outputs and gradients (inputs, weights, probes) of ours equal those
+    of the unrolled layer with the same weights."""
     x, mask = _inputs()
-    reference, ours = _reference_and_ours(cls, x, **kwargs, **options)
+    reference, ours = _reference_and_ours(cls, x, **kwargs)
     mask = mask if use_mask else None
     ref_out, ref_grads = _gradients(reference, x, mask, mode)
     out, grads = _gradients(ours, x, mask, mode)
@@ -135,17 +141,9 @@ def test_lstm_in_blocks_of_units_equals_unrolled_autodiff(
 
     blocks = _unit_blocks(130, block_count(130))
     assert [b.stop - b.start for b in blocks] == [64, 64, 2]
-    x, mask = _inputs()
-    reference, ours = _reference_and_ours(
-        keras_gated.LSTM, x, units=130, **options
+    _assert_equals_unrolled_autodiff(
+        keras_gated.LSTM, {"units": 130, **options}, use_mask, mode
     )
-    mask = mask if use_mask else None
-    ref_out, ref_grads = _gradients(reference, x, mask, mode)
-    out, grads = _gradients(ours, x, mask, mode)
-    for expected, actual in zip(ref_out, out):
-        np.testing.assert_allclose(actual, expected, atol=1e-5)
-    for expected, actual in zip(ref_grads, grads):
-        _assert_close_to_float32_rounding(actual, expected)
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
@@ -390,14 +388,14 @@ def test_lstm_kernel_gradient_recomputed_in_chunks(timesteps, return_sequences):
         np.testing.assert_allclose(got, want, atol=1e-5 * scale)
 
 
+@pytest.mark.parametrize("shortest", [4, 8])
 @pytest.mark.parametrize("timesteps", [None, 1, 2, 3, 4, 5, 7, 33, 200, 1001])
-def test_backward_stretches_cover_every_step_once(timesteps):
+def test_backward_stretches_cover_every_step_once(timesteps, shortest):
     """The backward pass's stretches of time, last first, cover every step
-    once, in at most sixteen stretches of at least `SHORTEST_STRETCH`
-    steps (the first may be shorter), of at most two lengths (the backward
-    loop compiles at most twice); an unknown length is one stretch."""
-    shortest = _tf.arrays.SHORTEST_STRETCH
-    stretches = _tf.arrays.segments(timesteps)
+    once, in at most sixteen stretches of at least `shortest` steps (the
+    first may be shorter), of at most two lengths (the backward loop
+    compiles at most twice); an unknown length is one stretch."""
+    stretches = _tf.arrays.segments(timesteps, shortest=shortest)
     if timesteps is None:
         assert stretches == [(0, None)]
         return

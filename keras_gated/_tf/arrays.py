@@ -297,15 +297,7 @@ def sum_over_steps(d_sequence):
     return tf.reduce_sum(tf.cast(d_sequence, tf.float32), axis=(0, 1))
 
 
-SHORTEST_STRETCH = 8
-"""The fewest steps of a backward stretch but the first (`segments`).
-Below 8 x 16 = 128 steps it sets the stretches' length: with four, an
-LSTM of 128 units at T=50 took 0.99-1.06x the built-in's time in `fit`,
-with eight 0.89-0.90x (each stretch is two XLA launches; README,
-"Performance")."""
-
-
-def segments(timesteps, count=16, shortest=SHORTEST_STRETCH):
+def segments(timesteps, count=16, shortest=4):
     """The `(first, length)` of up to `count` consecutive stretches of
     time of at least `shortest` steps (but one), the last first, which
     the backward pass takes one after the other: the gradient of the

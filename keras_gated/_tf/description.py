@@ -44,6 +44,9 @@ class Description:
             them that `backward_layout` stores, time-major or
             batch-major).
         keep_alive: stores kept alive under an enclosing XLA compile.
+        shortest_stretch: the fewest steps of a backward stretch but the
+            first (`arrays.segments`); below 16 times that many steps it
+            sets the stretches' length.
     """
 
     states = ("hidden",)
@@ -52,6 +55,7 @@ class Description:
     extras = ()
     loop_reads = ()
     keep_alive = ()
+    shortest_stretch = 4
 
     def supports(self, cell):
         """Whether `step` computes exactly what `cell.step` computes."""

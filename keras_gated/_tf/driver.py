@@ -16,13 +16,13 @@ gradients, each with its equations. This module owns everything else:
 - the backward loop (`_backward`): the description's backward step from
   the last step to the first, adding the upstream gradients of the
   returned sequences (skipped where TensorFlow hands over zeros), in up to
-  sixteen stretches of time of at least eight steps, last first
-  (`arrays.segments`), each stretch's share of the weight and input
-  gradients (large matmuls over all its steps, compiled by XLA:
-  `_shares`, once for the first stretch and once for the others, whose
-  start it takes as a tensor) taken while the next stretch's loop runs,
-  so the gradient of the projected inputs is held a few stretches at a
-  time;
+  sixteen stretches of time of at least four or eight steps
+  (`description.shortest_stretch`), last first (`arrays.segments`), each
+  stretch's share of the weight and input gradients (large matmuls over
+  all its steps, compiled by XLA: `_shares`, once for the first stretch
+  and once for the others, whose start it takes as a tensor) taken while
+  the next stretch's loop runs, so the gradient of the projected inputs is
+  held a few stretches at a time;
 - the custom gradient that joins the two (`run`), dtypes, and compiling
   (`keras_gated._tf.compile`).
 
@@ -447,7 +447,10 @@ def _gradients(plan, inputs, initial, weight, sequences, upstream, d_final):
         )
 
     d_initial, d_inputs, d_weights, d_probes = _by_stretches(
-        inputs.shape[0], loop, shares, d_final
+        arrays.segments(inputs.shape[0], shortest=description.shortest_stretch),
+        loop,
+        shares,
+        d_final,
     )
     d_weights = [tf.cast(d_weights[r], w.dtype) for r, w in weight.items()]
     return [d_inputs, *d_initial, *d_weights, *d_probes]
@@ -502,17 +505,17 @@ def _input_gradients(inputs, weight, d_projected, first, length):
     return d_inputs, parts
 
 
-def _by_stretches(timesteps, loop, shares, states):
-    """The backward pass a stretch of time at a time (`arrays.segments`),
-    last first. `loop(first, length, states)` runs a stretch's backward
-    loop and returns the gradients of the states before it, of its
-    projected inputs, the description's extras and the probes' gradients;
-    `shares(first, length, d_projected, extras)` turns those into the
-    stretch's gradient of its inputs and its shares of the weights'
-    gradients (a dict). A stretch's shares are taken while the next
-    stretch's loop runs (the loop's small sequential matmuls leave cores
-    idle), and a stretch's gradient of the projected inputs is freed once
-    its shares are taken; the loop after that next one waits for them
+def _by_stretches(stretches, loop, shares, states):
+    """The backward pass a stretch of time at a time (`stretches`, from
+    `arrays.segments`), last first. `loop(first, length, states)` runs a
+    stretch's backward loop and returns the gradients of the states before
+    it, of its projected inputs, the description's extras and the probes'
+    gradients; `shares(first, length, d_projected, extras)` turns those
+    into the stretch's gradient of its inputs and its shares of the
+    weights' gradients (a dict). A stretch's shares are taken while the
+    next stretch's loop runs (the loop's small sequential matmuls leave
+    cores idle), and a stretch's gradient of the projected inputs is freed
+    once its shares are taken; the loop after that next one waits for them
     (without it, TensorFlow's executor could run every loop ahead of the
     shares and hold every stretch's gradient).
 
@@ -521,7 +524,7 @@ def _by_stretches(timesteps, loop, shares, states):
     """
     d_weights, d_inputs, d_probes = {}, [], []
     taken = []
-    for first, length in arrays.segments(timesteps):
+    for first, length in stretches:
         if len(taken) >= 2:
             with tf.control_dependencies(taken[-2]):
                 states = [tf.identity(s) for s in states]
