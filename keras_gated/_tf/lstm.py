@@ -102,14 +102,11 @@ class LSTMDescription(Description):
         kernel = weights["recurrent_kernel"]
         bias = weights.get("input_bias")
         units = kernel.shape[0]
-        blocks = _unit_blocks(units, self.blocks)
         context = []
-        for block in blocks:
-            if len(blocks) == 1:
-                pick = _all_columns
+        for block, pick in self._pickers(units):
+            if self.blocks == 1:
                 project = joint_projection(input_kernel, kernel)
             else:
-                pick = _picker(self._columns(units, block))
                 project = _block_projection(
                     None if input_kernel is None else pick(input_kernel),
                     pick(kernel),
@@ -127,12 +124,24 @@ class LSTMDescription(Description):
             )
         return context
 
-    def _columns(self, units, block):
-        """The column ranges of the packed weights that hold the four
-        gates of the units `block` (a slice), in gate order."""
+    def _pickers(self, units):
+        """Per block of units, its slice and `m -> m[..., columns]` for
+        the columns of a packed matrix (weights, bias) that hold the
+        block's four gates, in gate order (all columns with one block)."""
+        blocks = _unit_blocks(units, self.blocks)
+        if len(blocks) == 1:
+            return [(blocks[0], _all_columns)]
         return [
-            range(k * units + block.start, k * units + block.stop)
-            for k in range(len(self.gates))
+            (
+                block,
+                _picker(
+                    [
+                        range(k * units + block.start, k * units + block.stop)
+                        for k in range(len(self.gates))
+                    ]
+                ),
+            )
+            for block in blocks
         ]
 
     def step(self, context, x, states, offsets):
@@ -167,7 +176,7 @@ class LSTMDescription(Description):
                 parts[name].append(g[name])
         values = {n: arrays.Parts(p) for n, p in parts.items()}
         values.update(zip(self.activations, activations))
-        return (_joined(new_h), _joined(new_c)), values
+        return (_join(new_h), _join(new_c)), values
 
     def backward_context(self, weights, template):
         """U^T in column blocks (`Blocked`, as the forward's matmul) and
@@ -179,17 +188,14 @@ class LSTMDescription(Description):
         if self.blocks == 1:
             sigmoid = self._per_column(template, units, 1.0, 0.0)
             return Blocked(tf.transpose(kernel)), sigmoid, []
-        blocks = []
-        for block in _unit_blocks(units, self.blocks):
-            pick = _picker(self._columns(units, block))
-            width = block.stop - block.start
-            blocks.append(
-                (
-                    block,
-                    tf.transpose(pick(kernel)),
-                    self._per_column(template, width, 1.0, 0.0),
-                )
+        blocks = [
+            (
+                block,
+                tf.transpose(pick(kernel)),
+                self._per_column(template, block.stop - block.start, 1.0, 0.0),
             )
+            for block, pick in self._pickers(units)
+        ]
         return None, None, blocks
 
     def backward_step(self, context, reads, t, d_states, up):
@@ -309,8 +315,8 @@ class LSTMDescription(Description):
         dz = tf.concat(
             [block[n] for n in self.gates for block in dz_blocks], axis=1
         )
-        dct = _joined(dct_blocks)
-        return (tf.add_n(shares), _joined(d_cell)), (dh, dct), dz, {}
+        dct = _join(dct_blocks)
+        return (tf.add_n(shares), _join(d_cell)), (dh, dct), dz, {}
 
     def weight_gradients(self, initial, weights, sequences, dz, extras, first):
         """dU = sum_t h_{t-1}^T dz_t over the stretch's steps (h_{-1} the
@@ -441,13 +447,14 @@ def _block_projection(input_kernel, kernel, pick):
     return lambda x, h: tf.matmul(tf.concat([x, h], axis=1), joint)
 
 
+def _join(parts):
+    """Per-block values, `(batch, block units)` each, side by side."""
+    return arrays.joined(arrays.Parts(parts))
+
+
 def _part(value, units):
     """The `units` slice of a `(batch, units)` value (None stays None)."""
     return None if value is None else value[:, units]
-
-
-def _joined(parts):
-    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
 
 @functools.lru_cache(maxsize=None)
