@@ -88,6 +88,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -571,12 +572,27 @@ def run_onednn_children(setting):
     if "--onednn" in sys.argv:
         index = sys.argv.index("--onednn")
         argv = sys.argv[1:index] + sys.argv[index + 2 :]
-    status = 0
+    failed = []
     for value in {"on": ["1"], "off": ["0"], "both": ["1", "0"]}[setting]:
         print(f"\n=== TF_ENABLE_ONEDNN_OPTS={value}", flush=True)
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=value)
-        status |= subprocess.call([sys.executable, __file__, *argv], env=env)
-    return status
+        code = subprocess.call([sys.executable, __file__, *argv], env=env)
+        if code:
+            reason = _exit_reason(code)
+            failed.append(f"TF_ENABLE_ONEDNN_OPTS={value}: {reason}")
+    for line in failed:
+        print(f"bench_layers.py: the process with {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _exit_reason(code):
+    """A child's exit status in words ("killed by SIGSEGV", "exit 1")."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
 
 
 def bench(kind, config, args, roof, env):
