@@ -123,7 +123,8 @@ class Blocked:
     small matmul runs on one. The backward loops' dz U^T (batch x 4
     units by units) too: alone the split did not pay, but in a training
     step (`fit`, and most under `jit_compile=True`) it did (README,
-    "Performance", "What the previous stop changed"). One matmul where a GPU is
+    "Performance", "Stored h_{t-1} U_h, blocks in the backward step").
+    One matmul where a GPU is
     visible, in `portable` graphs (each block would be an op of its own)
     and where `matrix` has at most one block's columns. The GRU's and
     SimpleRNN's loops use it, and the LSTM's with at most
