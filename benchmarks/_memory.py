@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import gc
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,16 @@ def preload_env():
         yield env
 
 
+def exit_reason(code):
+    """A child's exit status in words ("killed by SIGSEGV", "exit 1")."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
 def run_child(argv, env):
     """Runs `python argv` in `env`; returns the last line of its stdout."""
     result = subprocess.run(
@@ -147,7 +158,7 @@ def run_child(argv, env):
     )
     if result.returncode != 0:
         raise RuntimeError(
-            f"memory child failed (exit {result.returncode}):\n"
+            f"memory child failed ({exit_reason(result.returncode)}):\n"
             f"{result.stderr[-3000:]}"
         )
     return result.stdout.strip().splitlines()[-1]

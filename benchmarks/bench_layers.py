@@ -88,7 +88,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -578,21 +577,11 @@ def run_onednn_children(setting):
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=value)
         code = subprocess.call([sys.executable, __file__, *argv], env=env)
         if code:
-            reason = _exit_reason(code)
+            reason = _memory.exit_reason(code)
             failed.append(f"TF_ENABLE_ONEDNN_OPTS={value}: {reason}")
     for line in failed:
         print(f"bench_layers.py: the process with {line}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _exit_reason(code):
-    """A child's exit status in words ("killed by SIGSEGV", "exit 1")."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit {code}"
 
 
 def bench(kind, config, args, roof, env):
